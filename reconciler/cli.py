@@ -1,0 +1,159 @@
+"""The `reconciler` command: click commands over the core and adapters.
+
+Errors become exit codes and one-line messages on stderr; a traceback only with
+`--debug`. Exit codes: 0 success, 1 an error (bad config, failed build, ...), 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from reconciler.adapters import worktree
+from reconciler.core import load, merge, schemas
+from reconciler.errors import ConfigError, ReconcilerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (unit files, dropins) as `|` blocks, readable in a terminal."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = (
+        "|" if "\n" in data and all(line == line.rstrip() for line in data.split("\n")) else None
+    )
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_BlockDumper.add_representer(str, _str_presenter)
+
+
+def dump(obj: Any, output: str) -> str:
+    """Objects as JSON or YAML, keys sorted (the same object always prints the same)."""
+    if output == "json":
+        return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
+    text: str = yaml.dump(
+        obj, Dumper=_BlockDumper, sort_keys=True, allow_unicode=True, width=1 << 16
+    )
+    return text.rstrip()
+
+
+def repo_option(f: F) -> F:
+    return click.option(
+        "--repo",
+        "repo_dir",
+        default=".",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The config repository's work tree.",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """GitOps for image-mode (bootc) machine pools.
+
+    MachineConfigs, MachineConfigPools and MachineOSConfigs in Git become one pinned,
+    layered bootc image per pool.
+    """
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def load_checked(repo_dir: Path) -> load.Repository:
+    return load.load_repository(worktree.read_config_files(repo_dir))
+
+
+@cli.command()
+@repo_option
+def validate(repo_dir: Path) -> None:
+    """Check every file and render every pool; list all problems (exit 1 if any)."""
+    repo = load_checked(repo_dir)
+    rendered, failed = merge.render_all(repo)
+    problems = list(repo.problems)
+    for error in failed.values():
+        problems.extend(error.problems)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        click.echo(f"{len(problems)} problem(s) found", err=True)
+        raise SystemExit(1)
+    click.echo(
+        f"ok: {len(repo.machine_configs)} MachineConfigs, {len(repo.pools)} pools "
+        f"({', '.join(f'{p}={r.name}' for p, r in rendered.items())})"
+    )
+
+
+@cli.command()
+@repo_option
+@click.option("--pool", required=True, help="Pool to render.")
+@click.option("--output", "-o", type=click.Choice(["yaml", "json"]), default="yaml")
+def render(repo_dir: Path, pool: str, output: str) -> None:
+    """Print a pool's rendered MachineConfig (the merge of its selected configs)."""
+    repo = load_checked(repo_dir)
+    if pool not in repo.pools:
+        known = ", ".join(sorted(repo.pools)) or "none"
+        raise ConfigError.simple(f"no pool {pool!r} (pools: {known})", fix="pass --pool NAME")
+    try:
+        rendered = merge.render_pool(repo, pool)
+    except ConfigError as exc:
+        raise ConfigError([*exc.problems, *repo.problems]) from None
+    click.echo(dump(rendered.to_machine_config(), output))
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write one <Kind>.schema.json per kind here instead of printing them.",
+)
+def schema(out_dir: Path | None) -> None:
+    """JSON schemas of every kind the repository holds (generated from the models)."""
+    docs = schemas.all_schemas()
+    if out_dir is None:
+        click.echo(json.dumps(docs, indent=2, sort_keys=True))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for kind, doc in docs.items():
+        (out_dir / f"{kind}.schema.json").write_text(
+            json.dumps(doc, indent=2, sort_keys=True) + "\n"
+        )
+        click.echo(out_dir / f"{kind}.schema.json")
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except ReconcilerError as exc:
+        if debug:
+            raise
+        for line in str(exc).splitlines():
+            click.echo(f"error: {line}", err=True)
+        raise SystemExit(1) from None
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
