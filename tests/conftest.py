@@ -1,0 +1,22 @@
+"""Shared fixtures. What is real and what is not, across the whole suite:
+
+Real: the CNCF distribution registry (Debian `docker-registry`, started per session on
+free 127.0.0.1 ports, without auth, with htpasswd Basic auth, with Bearer tokens, with
+TLS), Git (file://, `git daemon`, smart HTTP with Basic auth, sshd with a deploy key),
+buildah with chroot isolation, skopeo and umoci to read back what we pushed, ostree for
+deployments into a scratch sysroot.
+
+Stand-ins, at our own boundary only (there is no API server or bootc binary here):
+- Kubernetes: `tests/fixtures/kubeapi.py`, an in-process HTTP server that speaks the
+  real REST paths the `kubernetes` client uses and enforces resourceVersion conflicts
+  and PodDisruptionBudget refusals;
+- bootc: `tests/fixtures/bootc.py`, a stand-in command that follows the documented
+  CLI contract (reference `bootc-contract.md` §7).
+"""
+
+pytest_plugins = [
+    "tests.fixtures.registry",
+    "tests.fixtures.gitservers",
+    "tests.fixtures.kubeapi",
+    "tests.fixtures.bootc",
+]
