@@ -125,6 +125,18 @@ class Repository:
     settings: model.ReconcilerConfigSpec = field(default_factory=model.ReconcilerConfigSpec)
     broken: list[BrokenObject] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
+    _by_labels: dict[tuple[tuple[str, str], ...], list[LoadedConfig]] | None = field(
+        default=None, repr=False
+    )
+
+    def configs_by_labels(self) -> dict[tuple[tuple[str, str], ...], list[LoadedConfig]]:
+        """Configs grouped by their label set: pools test each distinct set once."""
+        if self._by_labels is None:
+            groups: dict[tuple[tuple[str, str], ...], list[LoadedConfig]] = {}
+            for mc in self.machine_configs.values():
+                groups.setdefault(tuple(sorted(mc.labels.items())), []).append(mc)
+            self._by_labels = groups
+        return self._by_labels
 
     @property
     def extensions(self) -> Mapping[str, Sequence[str]]:
@@ -335,14 +347,24 @@ def _add_unique(
 # --- validation with pydantic, errors translated -----------------------------------------
 
 
-def _validate(out: _Collector, origin: Origin, cls: type[T], doc: dict[str, Any]) -> T | None:
+def _validate(
+    out: _Collector,
+    origin: Origin,
+    cls: type[T],
+    doc: dict[str, Any],
+    part: tuple[str, ...] = (),
+) -> T | None:
+    """Validate `doc` (or the object at `part` inside it) as `cls`; report every error."""
     kind, name = str(doc.get("kind")), _raw_name(doc)
+    data: Any = doc
+    for key in part:
+        data = data[key]
     try:
-        return cls.model_validate(doc)
+        return cls.model_validate(data)
     except pydantic.ValidationError as exc:
         for err in exc.errors(include_url=False):
-            path, value_known, value = _real_path(doc, err["loc"])
-            problem, fix = _describe(err, cls, path, value_known, value)
+            path, value_known, value = _real_path(doc, (*part, *err["loc"]))
+            problem, fix = _describe(err, cls, path[len(part) :], value_known, value)
             out.add(origin, path, problem, fix, kind=kind, name=name)
         return None
 
@@ -439,17 +461,29 @@ def _load_machine_config(
     prepared = _prepare_ignition(out, origin, doc, name)
     mc = None
     if prepared is not None:
+        # The Ignition config is validated on its own, so its MCO checks still run (and
+        # are reported) when another spec field is wrong, and the other way round.
+        spec = prepared.get("spec")
+        config_raw = spec.get("config") if isinstance(spec, dict) else None
+        if isinstance(spec, dict) and config_raw is not None:
+            prepared = {**prepared, "spec": {k: v for k, v in spec.items() if k != "config"}}
         mc = _validate(out, origin, model.MachineConfig, prepared)
+        config = None
+        if config_raw is not None:
+            full = {**prepared, "spec": {**prepared["spec"], "config": config_raw}}
+            config = _validate(out, origin, ignition.Config, full, ("spec", "config"))
+            if config is not None:
+                _report_ignition(out, origin, config, name)
+            if mc is not None and config is not None:
+                mc = mc.model_copy(update={"spec": mc.spec.model_copy(update={"config": config})})
+            else:
+                mc = None
     ign: dict[str, Any] = {}
     if mc is not None:
         if not NAME_RE.match(mc.metadata.name):
             _bad_name(out, origin, "MachineConfig", mc.metadata.name)
         if mc.spec.config is not None:
             ign = mc.spec.config.model_dump(by_alias=True, exclude_none=True)
-            for path, problem, fix in _check_ignition(ign):
-                out.add(
-                    origin, ("spec", "config", *path), problem, fix, kind="MachineConfig", name=name
-                )
             _normalise_compression(ign)
         for i, karg in enumerate(mc.spec.kernel_arguments):
             if not karg.strip() or "\n" in karg:
@@ -478,6 +512,14 @@ def _load_machine_config(
     _add_unique(
         repo.machine_configs, mc.metadata.name, LoadedConfig(mc, ign, origin), out, "MachineConfig"
     )
+
+
+def _report_ignition(
+    out: _Collector, origin: Origin, config: ignition.Config, name: str | None
+) -> None:
+    ign = config.model_dump(by_alias=True, exclude_none=True)
+    for path, problem, fix in _check_ignition(ign):
+        out.add(origin, ("spec", "config", *path), problem, fix, kind="MachineConfig", name=name)
 
 
 def _prepare_ignition(

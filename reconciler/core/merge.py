@@ -230,8 +230,9 @@ def select_configs(repo: load.Repository, pool_name: str) -> list[load.LoadedCon
         )
     chosen = [
         (mc.name, mc.labels, mc)
-        for mc in repo.machine_configs.values()
-        if select.matches(selector, mc.labels)
+        for labels, group in repo.configs_by_labels().items()
+        if select.matches(selector, dict(labels))
+        for mc in group
     ]
     if not chosen:
         raise ConfigError(

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.core import model
+from pydantic import BaseModel
+
+from reconciler.core import model, pins
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def all_schemas() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for (api_version, kind), cls in model.KINDS.items():
+    kinds: dict[tuple[str, str], type[BaseModel]] = {
+        **model.KINDS,
+        (model.OUR_API_VERSION, pins.PIN_KIND): pins.Pin,
+    }
+    for (api_version, kind), cls in kinds.items():
         doc = cls.model_json_schema(by_alias=True, mode="validation")
         doc["$schema"] = SCHEMA_DIALECT
         doc["$id"] = f"https://{model.OUR_GROUP}/schema/{kind}.schema.json"
