@@ -1,0 +1,283 @@
+"""bootc driver: the node agent's only way to look at and change the host's image.
+
+Stage: the agent's edge. Inputs: the bootc command (default `bootc`) and timeouts.
+Outputs: `Host` (the parsed `bootc status`), and the effects of `switch` / `rollback`.
+
+Everything here follows the documented CLI contract (reference `bootc-contract.md`):
+- `bootc status --format=json --format-version=1` is the stable v1 BootcHost schema
+  (`docs/src/host-v1.schema.json`). Parsed strictly where we rely on a field, leniently
+  elsewhere: unknown fields and enum values are accepted (the schema is non-exhaustive),
+  optional fields may be absent, and `signature` is a string *or* an object
+  (`{"ostreeRemote": ...}`), which bootc-operator's Go client gets wrong.
+- `bootc switch <repo>@sha256:<digest>` with no tag and never `--apply` (with `--apply`
+  bootc reboots and parks forever; the agent persists its state and reboots itself).
+  Exit 0 also when `Image specification is unchanged.`.
+- `bootc rollback` swaps the boot order; run twice it reverts, so callers check
+  `rollback_queued` first. It also discards a staged deployment, so it is never used to
+  cancel a stage (re-switch to the booted digest instead).
+- Every call has a timeout: every host command, `status` included, waits behind the
+  ostree sysroot lock while another switch runs (bootc-dev/bootc#585). On timeout the
+  whole process group is killed and a transient `BootcError` says so.
+- Errors are exit code 1 with one line `error: <context>: <cause>` on stderr; that line
+  is what `BootcError` carries (never the environment or auth file content).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from reconciler.errors import ReconcilerError
+
+IMAGE_BY_DIGEST_RE = re.compile(r"^[^@\s:]+(:\d+)?(/[^@\s:]+)*@sha256:[0-9a-f]{64}$")
+UNCHANGED = "Image specification is unchanged."
+
+
+class BootcError(ReconcilerError):
+    """A bootc call failed, hung, or printed what its contract does not allow."""
+
+    def __init__(self, message: str, *, transient: bool = False, exit_code: int | None = None):
+        super().__init__(message)
+        self.transient = transient
+        self.exit_code = exit_code
+
+
+class _Model(BaseModel):
+    # Unknown fields are ignored: bootc adds fields within v1 (readOnly in 1.15,
+    # softRebootCapable in 1.7); the enums are declared non-exhaustive.
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class ImageReference(_Model):
+    image: str
+    transport: str
+    signature: str | dict[str, Any] | None = None
+    """Absent by default; `"containerPolicy"`, `"insecure"` or `{"ostreeRemote": name}`."""
+
+
+class ImageStatus(_Model):
+    image: ImageReference
+    version: str | None = None
+    timestamp: str | None = None
+    image_digest: str = Field(pattern=r"^[a-z0-9]+:[0-9a-f]+$")
+    """The per-architecture image manifest digest (never an index digest)."""
+    architecture: str
+    """OCI architecture, e.g. amd64."""
+
+
+class OstreeDeployment(_Model):
+    checksum: str
+    deploy_serial: int
+    stateroot: str
+
+
+class BootEntry(_Model):
+    image: ImageStatus | None = None
+    """None when the entry is not container-based (e.g. rpm-ostree layering)."""
+    cached_update: ImageStatus | None = None
+    incompatible: bool = False
+    pinned: bool = False
+    soft_reboot_capable: bool = False
+    download_only: bool = False
+    store: str | None = None
+    ostree: OstreeDeployment | None = None
+
+    @property
+    def digest(self) -> str | None:
+        return self.image.image_digest if self.image else None
+
+
+class HostSpec(_Model):
+    image: ImageReference | None = None
+    boot_order: str = "default"
+
+
+class HostStatus(_Model):
+    staged: BootEntry | None = None
+    booted: BootEntry | None = None
+    rollback: BootEntry | None = None
+    other_deployments: list[BootEntry] = Field(default_factory=list)
+    rollback_queued: bool = False
+    type: str | None = None
+
+
+class Host(_Model):
+    """`bootc status --format=json --format-version=1` (BootcHost, v1)."""
+
+    api_version: str
+    kind: str
+    spec: HostSpec = Field(default_factory=HostSpec)
+    status: HostStatus = Field(default_factory=HostStatus)
+
+    @property
+    def is_bootc(self) -> bool:
+        """The documented detection rule: a booted entry exists."""
+        return self.status.booted is not None
+
+    @property
+    def booted_digest(self) -> str | None:
+        return self.status.booted.digest if self.status.booted else None
+
+    @property
+    def staged_digest(self) -> str | None:
+        return self.status.staged.digest if self.status.staged else None
+
+    @property
+    def rollback_digest(self) -> str | None:
+        return self.status.rollback.digest if self.status.rollback else None
+
+
+def parse_status(text: str | bytes) -> Host:
+    """Parse BootcHost JSON; a `BootcError` says what is wrong and shows a short excerpt."""
+    raw = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    excerpt = raw.strip().replace("\n", " ")[:120]
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise BootcError(
+            f"bootc status printed something that is not JSON: {excerpt!r}; "
+            "is the bootc on PATH the real one (it needs --format=json --format-version=1)?"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("kind") != "BootcHost":
+        raise BootcError(f"bootc status printed JSON that is not a BootcHost object: {excerpt!r}")
+    if doc.get("apiVersion") != "org.containers.bootc/v1":
+        raise BootcError(
+            f"bootc status answered apiVersion {doc.get('apiVersion')!r}; this agent "
+            "understands org.containers.bootc/v1 only"
+        )
+    try:
+        return Host.model_validate(doc)
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise BootcError(f"bootc status: {loc}: {first['msg']}") from None
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    unchanged: bool
+    """bootc said `Image specification is unchanged.` (nothing was pulled or staged)."""
+    output: str
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds per call. `status` is short: it only waits on the sysroot lock; `switch`
+    pulls the image (bootc fetches layers serially, rpm-ostree#5460), so it is long."""
+
+    status: float = 120.0
+    switch: float = 3600.0
+    rollback: float = 300.0
+
+
+class Bootc:
+    """Runs the bootc CLI. `command` is the argv prefix (e.g. `["bootc"]`)."""
+
+    def __init__(
+        self,
+        command: Sequence[str] = ("bootc",),
+        *,
+        timeouts: Timeouts = Timeouts(),
+        env: Mapping[str, str] | None = None,
+        enforce_sigpolicy: bool = False,
+    ) -> None:
+        self.command = list(command)
+        self.timeouts = timeouts
+        self.env = dict(env) if env is not None else None
+        # Always the same flags: a switch without the flag after one with it re-stages
+        # (the whole image reference, signature included, is compared; contract §1).
+        self.enforce_sigpolicy = enforce_sigpolicy
+
+    def status(self) -> Host:
+        out = self._run(["status", "--format=json", "--format-version=1"], self.timeouts.status)
+        return parse_status(out)
+
+    def switch(self, image: str) -> SwitchResult:
+        if not IMAGE_BY_DIGEST_RE.match(image):
+            raise BootcError(
+                f"refusing to switch to {image!r}: not a reference by digest "
+                "(registry/repo@sha256:<64 hex>)"
+            )
+        argv = ["switch", "--quiet"]
+        if self.enforce_sigpolicy:
+            argv.append("--enforce-container-sigpolicy")
+        out = self._run([*argv, image], self.timeouts.switch)
+        return SwitchResult(unchanged=UNCHANGED in out, output=out)
+
+    def rollback(self) -> str:
+        return self._run(["rollback"], self.timeouts.rollback)
+
+    def _run(self, args: list[str], timeout: float) -> str:
+        argv = [*self.command, *args]
+        shown = " ".join(["bootc", *args])
+        env = {**os.environ, **self.env} if self.env is not None else None
+        try:
+            # A new session, so a timeout kills bootc and anything it started.
+            proc = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise BootcError(
+                f"cannot run {self.command[0]!r}: {exc.strerror}; install bootc or pass "
+                "--bootc PATH",
+                transient=False,
+            ) from None
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise BootcError(
+                f"`{shown}` did not finish within {timeout:g}s (bootc waits for the "
+                "sysroot lock while another bootc command runs); killed it",
+                transient=True,
+            ) from None
+        stdout = out.decode("utf-8", "replace")
+        stderr = err.decode("utf-8", "replace")
+        if proc.returncode != 0:
+            raise BootcError(
+                f"`{shown}` failed (exit {proc.returncode}): {_error_line(stderr)}",
+                transient=_looks_transient(stderr),
+                exit_code=proc.returncode,
+            )
+        return stdout
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _error_line(stderr: str) -> str:
+    """bootc's `error: ...` line (one line since v1.4; `ERROR ...` before), else the last."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("error:", "ERROR")):
+            return line[:500]
+    return (lines[-1] if lines else "no message")[:500]
+
+
+def _looks_transient(stderr: str) -> bool:
+    text = stderr.lower()
+    return any(
+        word in text
+        for word in ("timeout", "timed out", "connection refused", "temporarily", " 50", "eof")
+    )
