@@ -17,7 +17,8 @@ import click
 import yaml
 
 from reconciler.adapters import worktree
-from reconciler.core import load, merge, schemas
+from reconciler.core import containerfile as containerfile_gen
+from reconciler.core import identity, imageplan, load, merge, schemas
 from reconciler.errors import ConfigError, ReconcilerError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,6 +136,66 @@ def schema(out_dir: Path | None) -> None:
             json.dumps(doc, indent=2, sort_keys=True) + "\n"
         )
         click.echo(out_dir / f"{kind}.schema.json")
+
+
+@cli.command("containerfile")
+@repo_option
+@click.option("--pool", required=True, help="Pool whose image to describe.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the Containerfile and its build context here.",
+)
+@click.option(
+    "--base-digest",
+    help="The base image's manifest digest for the pool's architecture (sha256:...). "
+    "Without it the Containerfile builds FROM the base as written.",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A PEM bundle of extra CA certificates to trust in the image.",
+)
+def containerfile_command(
+    repo_dir: Path,
+    pool: str,
+    output_dir: Path | None,
+    base_digest: str | None,
+    ca_bundle: Path | None,
+) -> None:
+    """Print the Containerfile that builds a pool's image with podman, buildah or docker."""
+    repo = load_checked(repo_dir)
+    if pool not in repo.pools:
+        known = ", ".join(sorted(repo.pools)) or "none"
+        raise ConfigError.simple(f"no pool {pool!r} (pools: {known})", fix="pass --pool NAME")
+    if base_digest is not None and not identity.DIGEST_RE.match(base_digest):
+        raise click.BadParameter(
+            f"{base_digest!r} is not 'sha256:<64 hex>'", param_hint="--base-digest"
+        )
+    try:
+        rendered = merge.render_pool(repo, pool)
+    except ConfigError as exc:
+        raise ConfigError([*exc.problems, *repo.problems]) from None
+    loaded = repo.os_configs.get(pool)
+    os_config = loaded.obj if loaded else None
+    arch = imageplan.pool_architecture(os_config, repo.settings)
+    ca = ca_bundle.read_bytes() if ca_bundle else None
+    # The inputs digest needs the resolved base digest; offline it is left out.
+    digest = (
+        identity.inputs_digest(
+            base_digest, rendered, os_config, repo.settings, architecture=arch, ca_bundle=ca
+        )
+        if base_digest
+        else None
+    )
+    plan = imageplan.plan_image(rendered, os_config, repo.settings, arch, inputs_digest=digest)
+    result = containerfile_gen.generate(plan, base_digest=base_digest, ca_bundle=ca)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "Containerfile").write_text(result.text)
+        for name, data in result.context.items():
+            (output_dir / name).write_bytes(data)
+    click.echo(result.text, nl=False)
 
 
 def main() -> None:

@@ -1,0 +1,158 @@
+"""Identity: a pool's build inputs → inputs digest, image tag and content labels.
+
+Stage: after rendering, before any build. Input: the base image's per-architecture
+manifest digest (a tag already resolved through the registry; an index already
+narrowed to the pool's architecture), the rendered config, the MachineOSConfig, the
+repository settings, the architecture and the builder format version. Output: the
+inputs digest (`sha256:` over canonical JSON of exactly the inputs that can change the
+image), the tag derived from it, and the labels written into the image.
+
+Because the tag is a pure function of the inputs, "does this image exist?" is one
+HEAD request for `<repo>:<tag>`, on any replica, after any restart or revert (DESIGN
+§2 promise 3); nothing is ever rebuilt for inputs already built.
+
+What is hashed, field by field (anything not listed cannot change the image):
+- `pool`: the image carries the pool name as a label, so two pools with the same
+  configs still get distinct images;
+- `architecture`: the base manifest and the kernel/package steps depend on it;
+- `baseImageDigest`: the resolved digest, never the tag as written, so a moving tag
+  is a new input and a respelled tag that resolves to the same digest is not;
+- `rendered`: the rendered spec (config, kargs, extensions, kernelType, fips,
+  osImageURL as written). Its name is derived from it, so it is not hashed twice;
+- MachineOSConfig: only the `containerFile` entry used for the architecture (its own,
+  else `NoArch`). `renderedImagePushSpec` (where the image goes, not what it is),
+  `imageBuilder` (who builds), the secret names (credentials, not content),
+  `baseImagePullSpec` (covered by `baseImageDigest`) and `architecture` (covered
+  above) are left out;
+- settings: only the packages of the extensions the pool uses. The default base image
+  is covered by `baseImageDigest`, the default builder does not change content, and
+  an edit to the package list of an extension no pool uses rebuilds nothing;
+- `caBundle`: the sha256 of the CA bundle baked in by Containerfile builds, if any;
+- `builderFormatVersion`: `oci.BUILDER_FORMAT_VERSION`.
+
+Labels are content-derived only: pool, rendered config name, inputs digest. Never a
+commit SHA or a time, so reverting a commit reproduces the old inputs, the old tag
+and the old image.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reconciler.core import canonical, model, oci
+from reconciler.core.merge import RenderedConfig
+
+LABEL_PREFIX = f"{model.OUR_GROUP}/"
+POOL_LABEL = f"{LABEL_PREFIX}pool"
+RENDERED_LABEL = f"{LABEL_PREFIX}rendered-config"
+INPUTS_LABEL = f"{LABEL_PREFIX}inputs-digest"
+
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# OCI distribution-spec: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+TAG_MAX = 128
+
+# MachineOSConfig `containerfileArch` for each architecture name we use.
+CONTAINERFILE_ARCH = {"amd64": "AMD64", "arm64": "ARM64", "ppc64le": "PPC64LE", "s390x": "S390X"}
+
+
+def containerfile_for(
+    os_config: model.MachineOSConfig | None, architecture: str
+) -> model.ContainerFile | None:
+    """The admin's Containerfile entry for the architecture, else the `NoArch` one.
+
+    MCO uses only the NoArch entry today (`buildrequest.go`); we honour the
+    per-architecture one first, as the API's enum promises, and fall back to NoArch.
+    """
+    if os_config is None:
+        return None
+    entries: dict[str, model.ContainerFile] = {
+        cf.containerfile_arch: cf for cf in os_config.spec.container_file
+    }
+    return entries.get(CONTAINERFILE_ARCH.get(architecture, "")) or entries.get("NoArch")
+
+
+def extension_packages(
+    extensions: Sequence[str], settings: model.ReconcilerConfigSpec
+) -> dict[str, list[str]]:
+    """Packages of each extension used (unknown names map to [], load refuses them)."""
+    table: Mapping[str, Sequence[str]] = (
+        settings.extensions if settings.extensions is not None else model.MCO_EXTENSIONS
+    )
+    return {name: list(table.get(name, ())) for name in sorted(set(extensions))}
+
+
+def inputs_document(
+    base_digest: str,
+    rendered: RenderedConfig,
+    os_config: model.MachineOSConfig | None,
+    settings: model.ReconcilerConfigSpec,
+    *,
+    architecture: str,
+    builder_format_version: str = oci.BUILDER_FORMAT_VERSION,
+    ca_bundle: bytes | None = None,
+) -> dict[str, Any]:
+    """Exactly what the inputs digest covers, as a JSON-able dict (shown by `plan`)."""
+    if not DIGEST_RE.match(base_digest):
+        raise ValueError(f"base digest {base_digest!r} is not 'sha256:<64 hex>'")
+    cf = containerfile_for(os_config, architecture)
+    return {
+        "builderFormatVersion": builder_format_version,
+        "pool": rendered.pool,
+        "architecture": architecture,
+        "baseImageDigest": base_digest,
+        "rendered": rendered.spec,
+        "containerFile": (
+            {"arch": cf.containerfile_arch, "content": cf.content} if cf is not None else None
+        ),
+        "extensionPackages": extension_packages(rendered.spec.get("extensions", []), settings),
+        "caBundle": canonical.sha256_digest(ca_bundle) if ca_bundle else None,
+    }
+
+
+def inputs_digest(
+    base_digest: str,
+    rendered: RenderedConfig,
+    os_config: model.MachineOSConfig | None,
+    settings: model.ReconcilerConfigSpec,
+    *,
+    architecture: str,
+    builder_format_version: str = oci.BUILDER_FORMAT_VERSION,
+    ca_bundle: bytes | None = None,
+) -> str:
+    """`sha256:` over the canonical JSON of `inputs_document(...)`."""
+    doc = inputs_document(
+        base_digest,
+        rendered,
+        os_config,
+        settings,
+        architecture=architecture,
+        builder_format_version=builder_format_version,
+        ca_bundle=ca_bundle,
+    )
+    return canonical.sha256_digest(canonical.canonical_json(doc))
+
+
+def image_tag(pool: str, digest: str) -> str:
+    """`<pool>-<64 hex of the inputs digest>`: a valid OCI tag of at most 128 chars.
+
+    Pool names are at most 63 characters (load.py), so the whole digest always fits;
+    a longer name (never produced by load) is cut, the digest never is.
+    """
+    if not DIGEST_RE.match(digest):
+        raise ValueError(f"inputs digest {digest!r} is not 'sha256:<64 hex>'")
+    hex_part = digest.split(":", 1)[1]
+    tag = f"{pool[: TAG_MAX - len(hex_part) - 1]}-{hex_part}"
+    if not TAG_RE.match(tag):
+        raise ValueError(f"pool name {pool!r} does not make a valid tag ({tag!r})")
+    return tag
+
+
+def image_labels(rendered: RenderedConfig, digest: str | None = None) -> dict[str, str]:
+    """Our labels on the image: pool, rendered config, and the inputs digest if known."""
+    labels = {POOL_LABEL: rendered.pool, RENDERED_LABEL: rendered.name}
+    if digest is not None:
+        labels[INPUTS_LABEL] = digest
+    return labels
