@@ -17,6 +17,7 @@ import click
 import yaml
 
 from reconciler.adapters import worktree
+from reconciler.agent.cli import agent_command
 from reconciler.core import containerfile as containerfile_gen
 from reconciler.core import identity, imageplan, load, merge, schemas
 from reconciler.errors import ConfigError, ReconcilerError
@@ -196,6 +197,9 @@ def containerfile_command(
         for name, data in result.context.items():
             (output_dir / name).write_bytes(data)
     click.echo(result.text, nl=False)
+
+
+cli.add_command(agent_command)
 
 
 def main() -> None:

@@ -1,0 +1,220 @@
+"""`reconciler agent`: run the node agent once (`--once`, e.g. from a systemd timer)
+or as a loop (a DaemonSet or a systemd service).
+
+Stage: the agent's entry point; wires the Git pin source, the bootc driver, the
+coordination backend and the health checks into `Agent` (see `agent.py`).
+Exit status with `--once`: 0, or 1 when the host ends the step `degraded`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import time
+from pathlib import Path
+
+import click
+
+from reconciler.adapters import bootc as bootc_mod
+from reconciler.adapters import git
+from reconciler.agent import health
+from reconciler.agent.agent import Agent, AgentConfig
+from reconciler.agent.coordination import Coordinator, FleetLock, NoCoordination
+from reconciler.agent.source import GitPinSource, PoolNotFound, pool_for_labels
+from reconciler.agent.state import Phase, StateStore
+from reconciler.errors import ConfigError, ConfigProblem
+
+log = logging.getLogger("reconciler.agent")
+
+
+def _split(command: str, option: str) -> list[str]:
+    argv = shlex.split(command)
+    if not argv:
+        raise click.BadParameter("must not be empty", param_hint=option)
+    return argv
+
+
+@click.command("agent")
+@click.option("--repo", "repo_url", required=True, help="The config repository (URL or path).")
+@click.option("--branch", default="main", show_default=True)
+@click.option("--pool", help="The pool this machine belongs to.")
+@click.option(
+    "--node",
+    help="This node's name; without --pool the pool is the one whose nodeSelector matches "
+    "the node's labels (from the Kubernetes Node, or --node-label).",
+)
+@click.option(
+    "--node-label", "node_labels", multiple=True, help="KEY=VALUE, for --node without Kubernetes."
+)
+@click.option("--once", is_flag=True, help="One step, then exit.")
+@click.option("--interval", default=60.0, show_default=True, help="Seconds between steps.")
+@click.option("--bootc", "bootc_path", default="bootc", show_default=True)
+@click.option(
+    "--state-dir",
+    default="/var/lib/reconciler-agent",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option("--reboot-command", default="systemctl reboot", show_default=True)
+@click.option(
+    "--coordination",
+    type=click.Choice(["none", "kubernetes", "fleetlock"]),
+    default="none",
+    show_default=True,
+)
+@click.option("--fleetlock-url", help="FleetLock server base URL (with --coordination fleetlock).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--lease-namespace",
+    default=lambda: os.environ.get("POD_NAMESPACE", "reconciler-system"),
+    help="Namespace of the pool slot Leases (default $POD_NAMESPACE or reconciler-system).",
+)
+@click.option("--lease-duration", default=3600, show_default=True, help="Seconds.")
+@click.option(
+    "--health-check",
+    "health_checks",
+    multiple=True,
+    help="A command that must exit 0 after boot (repeatable).",
+)
+@click.option("--health-timeout", default=60.0, show_default=True, help="Seconds per health check.")
+@click.option(
+    "--no-boot-complete-check", is_flag=True, help="Do not wait for boot-complete.target."
+)
+@click.option("--systemctl", default="systemctl", show_default=True)
+@click.option(
+    "--verify-grace",
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for health checks after boot.",
+)
+@click.option("--boot-id-file", default="/proc/sys/kernel/random/boot_id", show_default=True)
+@click.option(
+    "--status-timeout", default=120.0, show_default=True, help="Seconds for bootc status."
+)
+@click.option(
+    "--switch-timeout", default=3600.0, show_default=True, help="Seconds for bootc switch."
+)
+@click.option("--enforce-container-sigpolicy", is_flag=True, help="Pass it to every bootc switch.")
+@click.option(
+    "--git-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File holding an HTTPS token for the config repository.",
+)
+@click.option("--git-ssh-key", type=click.Path(dir_okay=False, path_type=Path))
+def agent_command(  # click passes every option by keyword
+    *,
+    repo_url: str,
+    branch: str,
+    pool: str | None,
+    node: str | None,
+    node_labels: tuple[str, ...],
+    once: bool,
+    interval: float,
+    bootc_path: str,
+    state_dir: Path,
+    reboot_command: str,
+    coordination: str,
+    fleetlock_url: str | None,
+    kubeconfig: Path | None,
+    lease_namespace: str,
+    lease_duration: int,
+    health_checks: tuple[str, ...],
+    health_timeout: float,
+    no_boot_complete_check: bool,
+    systemctl: str,
+    verify_grace: float,
+    boot_id_file: str,
+    status_timeout: float,
+    switch_timeout: float,
+    enforce_container_sigpolicy: bool,
+    git_token_file: Path | None,
+    git_ssh_key: Path | None,
+) -> None:
+    """Apply this machine's pool pin with `bootc switch`, a few machines at a time."""
+    node_name = node or socket.gethostname()
+    auth = None
+    if git_token_file is not None:
+        auth = git.GitAuth.token(git_token_file.read_text().strip())
+    elif git_ssh_key is not None:
+        auth = git.GitAuth.ssh(git_ssh_key)
+    source = GitPinSource(repo_url, state_dir / "git", branch, auth)
+
+    coordinator: Coordinator
+    kube_coord = None
+    if coordination == "kubernetes":
+        # imported here: the kubernetes client takes a second to import, and a
+        # standalone host never needs it
+        from reconciler.adapters import kube  # noqa: PLC0415
+        from reconciler.agent.kubernetes import KubernetesCoordinator  # noqa: PLC0415
+
+        kube_coord = KubernetesCoordinator(
+            kube.Kube.connect(kubeconfig), node_name, lease_namespace, lease_duration=lease_duration
+        )
+        coordinator = kube_coord
+    elif coordination == "fleetlock":
+        if not fleetlock_url:
+            raise click.BadParameter(
+                "is required with --coordination fleetlock", param_hint="--fleetlock-url"
+            )
+        coordinator = FleetLock(fleetlock_url, node_name)
+    else:
+        coordinator = NoCoordination()
+
+    if pool is None:
+        if node is None:
+            raise click.UsageError(
+                "pass --pool NAME, or --node NAME to find the pool from its labels"
+            )
+        labels = dict(_label(x) for x in node_labels)
+        if not labels and kube_coord is not None:
+            labels = kube_coord.node_labels()
+        try:
+            pool = pool_for_labels(source.pools(), labels)
+        except PoolNotFound as exc:
+            raise ConfigError(ConfigProblem(f"node {node_name}: {exc}")) from None
+        log.info("node %s belongs to pool %s", node_name, pool)
+
+    checks: list[health.HealthCheck] = []
+    if not no_boot_complete_check:
+        checks.append(health.UnitActive(systemctl=systemctl, timeout=health_timeout))
+    checks.extend(
+        health.CommandCheck(tuple(_split(c, "--health-check")), health_timeout)
+        for c in health_checks
+    )
+
+    agent = Agent(
+        config=AgentConfig(pool=pool, verify_grace=verify_grace),
+        source=source,
+        bootc=bootc_mod.Bootc(
+            _split(bootc_path, "--bootc"),
+            timeouts=bootc_mod.Timeouts(status=status_timeout, switch=switch_timeout),
+            enforce_sigpolicy=enforce_container_sigpolicy,
+        ),
+        coordinator=coordinator,
+        store=StateStore(state_dir),
+        health_checks=checks,
+        reboot_command=_split(reboot_command, "--reboot-command"),
+        boot_id=lambda: health.read_boot_id(boot_id_file),
+    )
+    last = ""
+    while True:
+        state = agent.step()
+        line = f"{pool}: {state.phase}" + (f": {state.reason}" if state.reason else "")
+        if once:
+            click.echo(line)
+            if state.phase == Phase.DEGRADED:
+                raise SystemExit(1)
+            return
+        if line != last:  # log transitions only
+            log.info("%s", line)
+            last = line
+        time.sleep(interval)
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--node-label")
+    return key, value

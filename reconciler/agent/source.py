@@ -1,0 +1,197 @@
+"""Where the agent learns what to run: the pool's pin and the pool's rollout policy.
+
+Stage: the agent's input. `PinSource.current(pool)` returns a `Snapshot`: the config
+revision, the parsed pin (or why it cannot be trusted) and the pool's policy
+(`paused`, `maxUnavailable`, `nodeSelector` from its MachineConfigPool).
+
+`GitPinSource` reads them from the config repository through the Git adapter's
+`Mirror`: each poll is one `git ls-remote`; only when the branch moved is it fetched,
+shallow (`--depth=1`) and partial (`--filter=blob:none`), and then only the blobs read
+are downloaded: `pins/<pool>.yaml` and the YAML files the pool definitions may live in
+(objects are found by kind, so every config file is a candidate).
+`MemoryPinSource` is the same contract in memory, for fleet simulations.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from reconciler.adapters import git
+from reconciler.core import load, model, pins, select
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    """What a MachineConfigPool says about rolling out (defaults when there is none)."""
+
+    name: str
+    max_unavailable: int | str | None = None
+    paused: bool = False
+    node_selector: model.LabelSelector | None = None
+
+    @classmethod
+    def of(cls, pool: model.MachineConfigPool) -> PoolPolicy:
+        return cls(
+            name=pool.metadata.name,
+            max_unavailable=pool.spec.max_unavailable,
+            paused=pool.spec.paused,
+            node_selector=pool.spec.node_selector,
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    revision: str
+    pin: pins.Pin | None
+    """None when `problem` says why (missing, malformed, not by digest, wrong pool)."""
+    problem: str = ""
+    missing: bool = False
+    """The pool has no pin yet: nothing to apply (not an error)."""
+    policy: PoolPolicy = field(default_factory=lambda: PoolPolicy(""))
+
+
+class PinSource(Protocol):
+    def current(self, pool: str) -> Snapshot:
+        """The pool's pin and policy at the newest revision."""
+        ...
+
+    def pools(self) -> Mapping[str, PoolPolicy]:
+        """Every pool's policy at the newest revision (to find a node's pool)."""
+        ...
+
+
+class PoolNotFound(LookupError):
+    pass
+
+
+def pool_for_labels(policies: Mapping[str, PoolPolicy], labels: Mapping[str, str]) -> str:
+    """The pool whose `nodeSelector` matches `labels`. MCO allows a node in at most one
+    custom pool plus `worker`; the custom pool wins (`GetPoolsForNode`)."""
+    matching = sorted(n for n, p in policies.items() if select.matches(p.node_selector, labels))
+    custom = [n for n in matching if n != "worker"]
+    if len(custom) > 1:
+        raise PoolNotFound(
+            f"node labels match more than one custom pool ({', '.join(custom)}); "
+            "a node may belong to one custom pool only"
+        )
+    if custom:
+        return custom[0]
+    if matching:
+        return matching[0]
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "no labels"
+    raise PoolNotFound(
+        f"no pool's nodeSelector matches this node ({shown}); label the node or pass --pool"
+    )
+
+
+def snapshot_from_files(
+    revision: str, pool: str, pin_text: bytes | None, config_files: Mapping[str, bytes]
+) -> Snapshot:
+    """The pure part: a pin file and the config files at one revision → Snapshot."""
+    policy = policies_from_files(config_files).get(pool, PoolPolicy(pool))
+    where = f"{pins.pin_path(pool)} at {revision[:12]}"
+    if pin_text is None:
+        return Snapshot(
+            revision,
+            None,
+            f"{where}: no pin yet (the reconciler has not built pool {pool!r})",
+            missing=True,
+            policy=policy,
+        )
+    return snapshot_from_pin(revision, pool, pin_text, policy)
+
+
+def snapshot_from_pin(
+    revision: str, pool: str, pin_text: bytes | str, policy: PoolPolicy
+) -> Snapshot:
+    where = f"{pins.pin_path(pool)} at {revision[:12]}"
+    try:
+        pin = pins.parse_pin(pin_text, where=where)
+    except pins.PinError as exc:
+        return Snapshot(revision, None, f"{exc}; fix or revert the pin", policy=policy)
+    if pin.spec.pool != pool:
+        return Snapshot(
+            revision,
+            None,
+            f"{where}: spec.pool is {pin.spec.pool!r}, not {pool!r}; the file holds another "
+            "pool's pin",
+            policy=policy,
+        )
+    return Snapshot(revision, pin, policy=policy)
+
+
+def policies_from_files(config_files: Mapping[str, bytes]) -> dict[str, PoolPolicy]:
+    repo = load.load_repository(config_files)
+    return {name: PoolPolicy.of(loaded.obj) for name, loaded in repo.pools.items()}
+
+
+class GitPinSource:
+    """Pins and pools from the config repository's branch (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        cache_dir: str | os.PathLike[str],
+        branch: str = "main",
+        auth: git.GitAuth | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        self.mirror = git.Mirror(url, cache_dir, auth, timeout=timeout)
+        self.branch = branch
+        self._rev = ""
+        self._files: dict[str, bytes] = {}
+
+    def _refresh(self) -> str:
+        head = self.mirror.fetch(self.branch, depth=1, filter="blob:none")
+        if head != self._rev:
+            self._files = self.mirror.read_files(head, load.is_config_path)
+            self._rev = head
+        return head
+
+    def current(self, pool: str) -> Snapshot:
+        head = self._refresh()
+        pin_text = self.mirror.read_file(head, pins.pin_path(pool))
+        return snapshot_from_files(head, pool, pin_text, self._files)
+
+    def pools(self) -> Mapping[str, PoolPolicy]:
+        self._refresh()
+        return policies_from_files(self._files)
+
+
+class MemoryPinSource:
+    """Pins and policies held in memory; `publish` is a new commit (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rev = 0
+        self._pins: dict[str, str] = {}
+        self._policies: dict[str, PoolPolicy] = {}
+
+    def publish(
+        self, pool: str, pin_text: str | None = None, policy: PoolPolicy | None = None
+    ) -> None:
+        with self._lock:
+            self._rev += 1
+            if pin_text is not None:
+                self._pins[pool] = pin_text
+            if policy is not None:
+                self._policies[pool] = policy
+
+    def current(self, pool: str) -> Snapshot:
+        with self._lock:
+            revision = f"{self._rev:040x}"
+            policy = self._policies.get(pool, PoolPolicy(pool))
+            text = self._pins.get(pool)
+        if text is None:
+            return Snapshot(
+                revision, None, f"no pin for pool {pool!r} yet", missing=True, policy=policy
+            )
+        return snapshot_from_pin(revision, pool, text, policy)
+
+    def pools(self) -> Mapping[str, PoolPolicy]:
+        with self._lock:
+            return dict(self._policies)
