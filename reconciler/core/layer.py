@@ -111,7 +111,7 @@ def complete(entries: Iterable[Entry]) -> list[Entry]:
                 by_path[parent] = Entry(parent, "dir", 0o755)
             elif existing.kind != "dir":
                 raise LayerError(f"{parent} is a {existing.kind} but {path} is inside it")
-    for entry in by_path.values():
+    for path, entry in list(by_path.items()):
         if entry.kind == "hardlink":
             target = by_path.get(entry.target)
             if target is None or target.kind != "file":
@@ -119,6 +119,11 @@ def complete(entries: Iterable[Entry]) -> list[Entry]:
                     f"hard link {entry.path} points to {entry.target!r}, which is not a "
                     "file in this layer"
                 )
+            # One inode: the link's header carries the target's metadata, because some
+            # extractors (buildah's ADD) apply a link header's mode and owner to it.
+            by_path[path] = Entry(
+                path, "hardlink", target.mode, target.uid, target.gid, target=target.path
+            )
     # Hard links last: an extractor links to a target it has already written.
     return sorted(by_path.values(), key=lambda e: (e.kind == "hardlink", e.path))
 
