@@ -66,7 +66,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from reconciler.errors import GitError, PushRejected
+from reconciler.errors import ConfigError, ConfigProblem, GitError, PushRejected
 
 __all__ = [
     "CommitInfo",
@@ -77,7 +77,6 @@ __all__ = [
     "split_userinfo",
 ]
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _NULL_SHA = "0" * 40
 # What `git check-ref-format --branch` refuses, checked here so a bad --branch is a
 # clear error without a process spawn (git-check-ref-format(1), rules 1-10).
@@ -285,6 +284,7 @@ _DIAGNOSES: tuple[tuple[str, bool, str], ...] = (
     ("returned error: 404", False, "check the repository URL"),
     ("does not appear to be a git repository", False, "check the repository URL or path"),
     ("repository not found", False, "check the repository URL"),
+    ("command not found", False, "install the missing program (ssh, for SSH remotes)"),
     ("not found", False, "check the repository URL"),
     ("no such file or directory", False, "check the repository path"),
     ("repository not exported", False, "check the repository URL"),
@@ -292,6 +292,7 @@ _DIAGNOSES: tuple[tuple[str, bool, str], ...] = (
     ("no such remote ref", False, "check the branch name"),
     ("unknown revision", False, "the commit is not in the mirror; fetch first"),
     ("not a valid object name", False, "the commit is not in the mirror; fetch first"),
+    ("not a valid commit name", False, "the commit is not in the mirror; fetch first"),
 )
 
 
@@ -633,7 +634,8 @@ class Mirror:
         """Every file at `rev` whose repository path satisfies `predicate`.
 
         Without a checkout: one `ls-tree -r -z` and one `cat-file --batch`. Symbolic
-        links inside the tree are followed to the file they name; submodules are skipped.
+        links are followed to the file they name (a link that leads out of the tree or
+        nowhere is a `ConfigError`); submodules are skipped.
         """
         _check_rev(rev)
         self._ensure_repo()
@@ -655,15 +657,14 @@ class Mirror:
         contents = self._cat_blobs(rev, {*wanted.values(), *(links[p] for p in wanted_links)})
         files = {p: contents[sha] for p, sha in wanted.items()}
         for path in wanted_links:
-            target = self._follow_link(path, links, blobs, contents)
-            if target is not None:
-                files[path] = target
+            files[path] = self._follow_link(path, links, blobs, contents)
         return files
 
     def _follow_link(
         self, path: str, links: dict[str, str], blobs: dict[str, str], contents: dict[str, bytes]
-    ) -> bytes | None:
-        seen = set()
+    ) -> bytes:
+        """The content of the file the link at `path` leads to, as a checkout would read."""
+        start, seen = path, set()
         while path in links and path not in seen:
             seen.add(path)
             sha = links[path]
@@ -671,12 +672,18 @@ class Mirror:
                 contents.update(self._cat_blobs(None, {sha}))
             target = contents[sha].decode("utf-8", "surrogateescape")
             path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        if path in blobs:
-            sha = blobs[path]
-            if sha not in contents:
-                contents.update(self._cat_blobs(None, {sha}))
-            return contents[sha]
-        return None  # dangling, a loop, or pointing out of the repository
+        if path not in blobs:
+            raise ConfigError(
+                ConfigProblem(
+                    f"symbolic link to {path!r}, which is not a file in the repository",
+                    file=start,
+                    fix="commit the file itself, or point the link at a file in the repository",
+                )
+            )
+        sha = blobs[path]
+        if sha not in contents:
+            contents.update(self._cat_blobs(None, {sha}))
+        return contents[sha]
 
     def _cat_blobs(self, rev: str | None, shas: set[str]) -> dict[str, bytes]:
         if not shas:
@@ -841,9 +848,10 @@ class Mirror:
                     input="".join(index_lines).encode("utf-8", "surrogateescape"),
                     env=env,
                 )
-            tree = (
-                self._git.run(self._g("write-tree"), "write-tree", env=env).stdout.decode().strip()
-            )
+            # --missing-ok: in a partial mirror the parent's blobs are absent (they are on
+            # the remote); checking for them would download every file in the tree.
+            written = self._git.run(self._g("write-tree", "--missing-ok"), "write-tree", env=env)
+            tree = written.stdout.decode().strip()
             if parent is not None and tree == base_tree:
                 return parent
             env.update(

@@ -8,6 +8,7 @@ compare-and-swap; credentials never leak into messages.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ import pytest
 
 from reconciler.adapters import git as gitmod
 from reconciler.adapters.git import GitAuth, Mirror, remote_head
-from reconciler.errors import GitError, PushRejected
+from reconciler.errors import ConfigError, GitError, PushRejected
 from tests.fixtures.gitservers import GitServer, make_ssh_key, run_git
 
 pytestmark = pytest.mark.git
@@ -524,3 +525,76 @@ def test_push_refuses_a_commit_not_built_on_the_expected_head(
     with pytest.raises(PushRejected):
         mirror.push(orphan, "main", expected_old=None)
     assert git_bare.head() == head
+
+
+def test_commit_and_push_from_a_shallow_partial_mirror_download_no_files(
+    git_server: GitServer, tmp_path: Path
+) -> None:
+    head = git_server.commit_files({f"machineconfigs/m{i}.yaml": f"{i}\n" for i in range(10)}, "c")
+    cache = tmp_path / "mirror"
+    mirror = Mirror(git_server.url, cache, git_server.auth)
+    mirror.fetch("main", depth=1, filter="blob:none")
+
+    def missing() -> int:
+        out = run_git(
+            f"--git-dir={cache}", "rev-list", "--objects", "--missing=print", "--no-walk", head
+        )
+        return sum(line.startswith("?") for line in out.splitlines())
+
+    before = missing()
+    assert before >= 10
+    sha = mirror.commit(head, {"pins/w.yaml": b"w\n"}, "Pin w", author=BOT)
+    mirror.push(sha, "main", expected_old=head)
+    assert missing() == before
+    assert git_server.head() == sha
+    assert git_server.git("show", f"{sha}:machineconfigs/m3.yaml") == "3\n"
+    assert git_server.git("show", f"{sha}:pins/w.yaml") == "w\n"
+
+
+def test_misuse_is_refused_with_a_reason(git_bare: GitServer, tmp_path: Path) -> None:
+    clutter = tmp_path / "clutter"
+    clutter.mkdir()
+    (clutter / "notes.txt").write_text("mine")
+    with pytest.raises(GitError, match="not empty and not a git mirror"):
+        Mirror(git_bare.url, clutter).fetch("main")
+    assert (clutter / "notes.txt").read_text() == "mine"
+
+    mirror = Mirror(git_bare.url, tmp_path / "m")
+    head = mirror.fetch("main")
+    for bad in ("/etc/passwd", "../x", "a//b", ".git/config", "pins/../x"):
+        with pytest.raises(ValueError, match="not a relative repository file path"):
+            mirror.commit(head, {bad: b"x"}, "bad", author=BOT)
+    with pytest.raises(ValueError, match="commit message is empty"):
+        mirror.commit(head, {"pins/w.yaml": b"w"}, " \n", author=BOT)
+    with pytest.raises(ValueError, match="not a commit identity"):
+        mirror.commit(head, {"pins/w.yaml": b"w"}, "m", author=("x", "<evil>"))
+    with pytest.raises(GitError, match="fetch it first"):
+        mirror.commit("f" * 40, {"pins/w.yaml": b"w"}, "m", author=BOT)
+    assert git_bare.head() == head
+
+
+def test_symbolic_links_are_read_as_a_checkout_would(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    run_git("init", "-q", "-b", "main", work)
+    (work / "shared").mkdir()
+    (work / "shared" / "chrony.yaml").write_text("chrony: 1\n")
+    (work / "machineconfigs").mkdir()
+    os.symlink("../shared/chrony.yaml", work / "machineconfigs" / "50-chrony.yaml")
+    os.symlink("50-chrony.yaml", work / "machineconfigs" / "51-again.yaml")
+    run_git("add", "-A", cwd=work)
+    run_git("-c", "user.name=A", "-c", "user.email=a@x", "commit", "-qm", "links", cwd=work)
+    mirror = Mirror(work, tmp_path / "m")
+    head = mirror.fetch("main")
+    assert mirror.read_files(head, lambda p: p.startswith("machineconfigs/")) == {
+        "machineconfigs/50-chrony.yaml": b"chrony: 1\n",
+        "machineconfigs/51-again.yaml": b"chrony: 1\n",
+    }
+
+    os.symlink("/etc/hostname", work / "machineconfigs" / "60-outside.yaml")
+    run_git("add", "-A", cwd=work)
+    run_git("-c", "user.name=A", "-c", "user.email=a@x", "commit", "-qm", "bad link", cwd=work)
+    head = mirror.fetch("main")
+    with pytest.raises(
+        ConfigError, match=r"machineconfigs/60-outside.yaml: symbolic link to '/etc/hostname'"
+    ):
+        mirror.read_files(head, lambda p: p.startswith("machineconfigs/"))
