@@ -10,6 +10,8 @@ import random
 import tarfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reconciler.core import layer
 from reconciler.core.layer import Entry, LayerError, build_layer
@@ -131,3 +133,48 @@ def test_inconsistent_entries_are_refused(entries: list[Entry], message: str) ->
 def test_identical_duplicates_are_merged() -> None:
     twice = [ENTRIES[0], ENTRIES[0]]
     assert build_layer(twice).tar == build_layer(ENTRIES[:1]).tar
+
+
+_names = st.lists(
+    st.from_regex(r"[a-z0-9][a-z0-9._-]{0,11}", fullmatch=True), min_size=1, max_size=3
+).map(lambda parts: "/etc/" + "/".join(parts))
+
+
+@st.composite
+def _entry_sets(draw: st.DrawFn) -> list[Entry]:
+    paths = draw(st.sets(_names, min_size=1, max_size=15))
+    # a path that is another's parent must be a directory
+    entries = []
+    for path in sorted(paths):
+        if any(other.startswith(path + "/") for other in paths):
+            entries.append(Entry(path, "dir", draw(st.sampled_from([0o700, 0o755]))))
+        else:
+            entries.append(
+                Entry(
+                    path,
+                    "file",
+                    draw(st.sampled_from([0o600, 0o644, 0o755])),
+                    uid=draw(st.integers(0, 70000)),
+                    data=draw(st.binary(max_size=64)),
+                )
+            )
+    return entries
+
+
+@settings(max_examples=60, deadline=None)
+@given(_entry_sets(), st.randoms(use_true_random=False))
+def test_property_digest_ignores_order_and_tar_round_trips(
+    entries: list[Entry], rnd: random.Random
+) -> None:
+    built = build_layer(entries)
+    shuffled = entries[:]
+    rnd.shuffle(shuffled)
+    assert build_layer(shuffled).digest == built.digest
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(built.blob))) as tf:
+        for e in entries:
+            info = tf.getmember(e.path.lstrip("/"))
+            assert (info.mode, info.uid, info.mtime) == (e.mode, e.uid, 0)
+            if e.kind == "file":
+                extracted = tf.extractfile(info)
+                assert extracted is not None
+                assert extracted.read() == e.data
