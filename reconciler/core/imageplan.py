@@ -33,8 +33,9 @@ Decisions, with their reasons:
   image content there lands only at first install (bootc-contract §3). They become
   tmpfiles lines under the canonical `/var/...` path, because systemd-tmpfiles does
   not follow a symlinked parent such as `/root` (bootc PR #407).
-- **File contents in tmpfiles** use `f+~` (systemd ≥ 250): the argument is base64, so
-  any bytes (newlines, NUL) are written exactly and no `%` specifier is expanded; `f+`
+- **File contents in tmpfiles** use `f+~` (the `~` modifier, systemd 252 NEWS: the
+  argument is base64), so any bytes (newlines, NUL) are written exactly and no `%`
+  specifier is expanded (a plain `f` argument is one line of text); `f+`
   rewrites the file at every boot, as MCD rewrites every file on every update.
   `overwrite: false` gives `f` (create only). A copy from `/usr/share` with `C`/`C+`
   was tried and rejected: `C` skips an existing destination, so an updated file would
@@ -209,6 +210,8 @@ class ImagePlan:
 
 def place(path: str) -> tuple[Literal["image", "var"], str] | tuple[Literal["refused"], str]:
     """`("image", path)`, `("var", canonical /var path)` or `("refused", fix)`."""
+    if not path.startswith("/"):
+        return "refused", f"write an absolute path, e.g. '/{path}'"
     for prefix, fix in _REFUSED.items():
         if path == prefix or path.startswith(prefix + "/"):
             return "refused", fix
@@ -515,7 +518,8 @@ class _Planner:
                 if target_where != "image":
                     self.problem(
                         origin,
-                        f"hard link {path} points to {target!r}, outside /etc and /usr",
+                        f"hard link {path} points to {target!r}, "
+                        "not an absolute path under /etc or /usr",
                         "link to a file written by this config under /etc or /usr, or use "
                         "a symlink",
                     )
@@ -523,6 +527,8 @@ class _Planner:
                 self.add_entry(Entry(path, "hardlink", 0o644, uid, gid, target=target_path), origin)
             else:
                 self.add_entry(Entry(path, "symlink", 0o777, uid, gid, target=target), origin)
+                if owner.needs_name_lookup:
+                    self.chown_later(path, owner, origin)
             return
         if hard:
             self.problem(

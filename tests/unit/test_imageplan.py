@@ -262,6 +262,11 @@ def test_owner_by_name_in_the_image_is_a_chown_step(path: str) -> None:
     assert "chrony" in p.reasons[0]
 
 
+def test_symlink_owned_by_name_is_chowned_without_following_it() -> None:
+    p = plan({"storage": {"links": [{"path": "/etc/l", "target": "x", "user": {"name": "app"}}]}})
+    assert [s.command for s in p.run_steps] == ["chown -h app:root /etc/l"]
+
+
 def test_owner_by_name_under_var_is_resolved_by_tmpfiles_at_boot() -> None:
     p = plan(
         {
@@ -314,8 +319,15 @@ def test_symlinks_and_hard_links() -> None:
     ("link", "expect"),
     [
         ({"path": "/var/lib/h", "target": "/var/lib/x", "hard": True}, "hard link"),
-        ({"path": "/etc/h", "target": "/var/lib/x", "hard": True}, "outside /etc and /usr"),
+        (
+            {"path": "/etc/h", "target": "/var/lib/x", "hard": True},
+            "not an absolute path under /etc or /usr",
+        ),
         ({"path": "/etc/h", "target": "/etc/missing", "hard": True}, "not a file in this layer"),
+        (
+            {"path": "/etc/h", "target": "relative.conf", "hard": True},
+            "not an absolute path under /etc or /usr",
+        ),
     ],
 )
 def test_hard_links_that_cannot_be_made_are_refused(link: dict[str, Any], expect: str) -> None:
