@@ -12,9 +12,10 @@ oras-py's `upload_manifest` re-serialises the manifest, so the pushed digest dif
 from the one we computed (promise 2 needs exact bytes); it has no cross-repository
 mount; it caches one Bearer token for all scopes, so a second repository or a mount
 fails with 401; its Basic backend crashes without credentials; and its retry decorator
-sleeps 2+3**n seconds (131 s against a closed port). The distribution API we need is a
-handful of requests (OCI distribution spec "Pull", "Push", "Content discovery" is not
-needed): doing them by hand is shorter than working around those.
+sleeps 2+3**n seconds (131 s against a closed port). What we need of the OCI
+distribution spec (the pull and push endpoints, nothing of content discovery or
+management) is a handful of requests: doing them by hand is shorter than working
+around those.
 
 What this client does, and the rule behind each choice:
 - Manifests are PUT with the caller's bytes and `Content-Type`, and the registry's
@@ -40,8 +41,9 @@ What this client does, and the rule behind each choice:
   a token realm on plain HTTP is only used for such hosts, so credentials never cross
   the network in clear unless the admin said so.
 - Retries: connection failures, timeouts, 429 and 5xx are retried with short
-  exponential backoff (0.2 s doubling, at most 2 s apart) until `retry_deadline_s` has
-  passed since the operation began; other 4xx are never retried. An operation can take
+  exponential backoff (0.2 s doubling, at most 2 s apart, longer if `Retry-After` says
+  so) until `retry_deadline_s` has passed since the operation began; other 4xx are
+  never retried. A retried upload starts a fresh upload session. An operation takes
   at most about `retry_deadline_s + timeout_s`.
 - Nothing half-pushed can be pinned: only a manifest PUT creates something a tag or
   digest names, and distribution refuses a manifest whose blobs are missing; callers
@@ -196,6 +198,7 @@ class RegistryClient:
     Repositories are named `host/path` (`reference.repository(ref)`), e.g.
     `127.0.0.1:5000/fleet/worker` or `quay.io/fedora/fedora-bootc`, or given as an
     `ImageRef` (its tag and digest are ignored). Use as a context manager, or `close()`.
+    Not thread-safe (token cache, counters): one client per thread.
     """
 
     def __init__(
