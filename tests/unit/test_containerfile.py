@@ -40,7 +40,7 @@ def instructions(text: str) -> list[str]:
     ]
 
 
-def test_infra_containerfile_follows_mcos_order() -> None:
+def test_infra_containerfile_layout() -> None:
     plan = example_plan("infra")
     cf = containerfile.generate(plan, base_digest=DIGEST)
     steps = instructions(cf.text)
