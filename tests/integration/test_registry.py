@@ -621,7 +621,9 @@ class FaultyProxy:
         self.port = int(self.httpd.server_address[1])
         self.host = f"127.0.0.1:{self.port}"
         self._upstream_client = upstream_client
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -722,3 +724,33 @@ def test_push_a_two_arch_index(
         check=True,
     ).stdout
     assert sha256(out) == digest
+
+
+def test_base_image_fixture_is_bootc_like(
+    base_image: BaseImage, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    """What other tests build on, read back with skopeo and umoci."""
+    layout = tmp_path / "oci"
+    registry.skopeo(
+        "copy", "--src-tls-verify=false", f"docker://{base_image.ref}", f"oci:{layout}:base"
+    )
+    subprocess.run(
+        ["umoci", "unpack", "--image", f"{layout}:base", str(tmp_path / "bundle")],
+        check=True,
+        capture_output=True,
+    )
+    root = tmp_path / "bundle/rootfs"
+    assert os.readlink(root / "bin") == "usr/bin"
+    assert os.readlink(root / "usr/bin/sh") == "busybox"
+    assert os.readlink(root / "etc/os-release") == "../usr/lib/os-release"
+    assert b"ID=testos" in (root / "etc/os-release").read_bytes()
+    assert (root / "usr/lib/modules/6.1.0-test/vmlinuz").is_file()
+    out = subprocess.run(
+        [str(root / "usr/bin/busybox"), "echo", "bootc-like"], capture_output=True, check=True
+    )
+    assert out.stdout == b"bootc-like\n"
+    config = json.loads(
+        registry.skopeo("inspect", "--tls-verify=false", "--config", f"docker://{base_image.ref}")
+    )
+    assert config["config"]["Labels"] == {"containers.bootc": "1", "ostree.bootable": "1"}
+    assert config["architecture"] == "amd64"
