@@ -11,12 +11,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 import yaml
 
-from reconciler.adapters import worktree
+from reconciler import building, planning
+from reconciler.adapters import builders, worktree
+from reconciler.adapters.auth import Credentials
+from reconciler.adapters.registry import RegistryClient
 from reconciler.agent.cli import agent_command
 from reconciler.core import containerfile as containerfile_gen
 from reconciler.core import identity, imageplan, load, merge, schemas
@@ -60,7 +63,22 @@ def repo_option(f: F) -> F:
     )(f)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Our errors become `error: ...` lines on stderr and exit 1, not tracebacks
+    (unless `--debug`), the same under `main()` and click's test runner."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ReconcilerError as exc:
+            if (ctx.obj or {}).get("debug"):
+                raise
+            for line in str(exc).splitlines():
+                click.echo(f"error: {line}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
@@ -81,6 +99,46 @@ def load_checked(repo_dir: Path) -> load.Repository:
     return load.load_repository(worktree.read_config_files(repo_dir))
 
 
+def registry_options(f: F) -> F:
+    """Registry access: credentials, TLS, plain-HTTP registries (shared by commands)."""
+    options = [
+        click.option(
+            "--authfile",
+            "authfiles",
+            multiple=True,
+            type=click.Path(exists=True, dir_okay=False),
+            help="Registry credentials: containers auth.json, Docker config.json or a "
+            "Kubernetes pull secret (repeatable). Default: $REGISTRY_AUTH_FILE, then the "
+            "containers and Docker default files.",
+        ),
+        click.option(
+            "--insecure-registry",
+            "insecure",
+            multiple=True,
+            metavar="HOST:PORT",
+            help="Talk plain HTTP to this registry (repeatable). Never the default.",
+        ),
+        click.option(
+            "--registry-ca",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Extra CA certificates (PEM) to trust for registries.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def make_registry(
+    authfiles: tuple[str, ...], insecure: tuple[str, ...], registry_ca: str | None
+) -> RegistryClient:
+    return RegistryClient(
+        credentials=Credentials.discover(authfiles),
+        insecure=insecure,
+        ca_file=registry_ca,
+    )
+
+
 @cli.command()
 @repo_option
 def validate(repo_dir: Path) -> None:
@@ -90,6 +148,17 @@ def validate(repo_dir: Path) -> None:
     problems = list(repo.problems)
     for error in failed.values():
         problems.extend(error.problems)
+    for pool, result in rendered.items():
+        # What would stop the image: paths an image cannot hold, owners, no base image.
+        loaded = repo.os_configs.get(pool)
+        if loaded is None:
+            continue
+        arch = imageplan.pool_architecture(loaded.obj, repo.settings)
+        try:
+            imageplan.plan_image(result, loaded.obj, repo.settings, arch)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    problems.sort(key=lambda p: (p.file or "", p.line or 0))
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
@@ -199,26 +268,103 @@ def containerfile_command(
     click.echo(result.text, nl=False)
 
 
+@cli.command()
+@repo_option
+@click.option("--pool", "pools", multiple=True, help="Only these pools (repeatable).")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--containerfile-builder",
+    type=click.Choice(["buildah", "job"]),
+    default="buildah",
+    show_default=True,
+    help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig name none.",
+)
+@registry_options
+def plan(
+    repo_dir: Path,
+    pools: tuple[str, ...],
+    output: str,
+    containerfile_builder: Literal["buildah", "job"],
+    authfiles: tuple[str, ...],
+    insecure: tuple[str, ...],
+    registry_ca: str | None,
+) -> None:
+    """What each pool's image would be: inputs digest, tag, builder, predicted digest.
+
+    Resolves base images through the registry (one lookup per base image); builds and
+    pushes nothing. Exit 1 if any pool cannot be planned.
+    """
+    repo = load_checked(repo_dir)
+    with make_registry(authfiles, insecure, registry_ca) as registry:
+        planner = planning.Planner(registry, default_builder=containerfile_builder)
+        outcomes = planner.plan_pools(repo, pools or None)
+    if output == "json":
+        click.echo(json.dumps(planning.outcomes_summary(outcomes), indent=2, sort_keys=True))
+    else:
+        for name in sorted(outcomes):
+            click.echo(_plan_text(outcomes[name]))
+    if any(isinstance(o, planning.PoolFailure) for o in outcomes.values()):
+        raise SystemExit(1)
+
+
+def _plan_text(outcome: planning.PoolOutcome) -> str:
+    if isinstance(outcome, planning.PoolFailure):
+        kind = "retry later" if outcome.transient else "fix the repository"
+        body = "\n".join(f"  {line}" for line in str(outcome.error).splitlines())
+        return f"{outcome.pool}: cannot plan ({kind})\n{body}"
+    if isinstance(outcome, planning.Unmanaged):
+        return f"{outcome.pool}: {outcome.rendered.name}, no MachineOSConfig: no image is built"
+    how = "native build" if outcome.builder == "native" else f"{outcome.builder} build"
+    why = f" ({'; '.join(outcome.image.reasons)})" if outcome.image.reasons else ""
+    rows = [
+        ("rendered config", outcome.rendered.name),
+        ("inputs digest", outcome.inputs_digest),
+        ("base image", f"{outcome.base_image} -> {outcome.base.digest}"),
+        ("image", str(outcome.target)),
+        ("predicted digest", outcome.predicted_digest or "known after the build"),
+    ]
+    return "\n".join([f"{outcome.pool}: {how}{why}", *(f"  {k:17}{v}" for k, v in rows)])
+
+
+@cli.command()
+@repo_option
+@click.option("--pool", required=True, help="The pool to build.")
+@click.option(
+    "--containerfile-builder",
+    type=click.Choice(["buildah", "job"]),
+    default="buildah",
+    show_default=True,
+    help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig name none.",
+)
+@registry_options
+def build(
+    repo_dir: Path,
+    pool: str,
+    containerfile_builder: Literal["buildah", "job"],
+    authfiles: tuple[str, ...],
+    insecure: tuple[str, ...],
+    registry_ca: str | None,
+) -> None:
+    """Build and push one pool's image (unless it exists); print `repo@sha256:...`."""
+    repo = load_checked(repo_dir)
+    with make_registry(authfiles, insecure, registry_ca) as registry:
+        planner = planning.Planner(registry, default_builder=containerfile_builder)
+        outcome = planner.plan_pools(repo, [pool])[pool]
+        if isinstance(outcome, planning.PoolFailure):
+            raise outcome.error
+        if isinstance(outcome, planning.Unmanaged):
+            raise ConfigError.simple(
+                f"pool {pool!r} has no MachineOSConfig, so no image is built for it",
+                fix=f"add machineosconfigs/{pool}.yaml",
+            )
+        result = building.ensure_image(registry, outcome, builders.available(registry))
+    how = "existing image, nothing built" if result.built_by == "reused" else result.built_by
+    click.echo(f"{pool}: {how}", err=True)
+    click.echo(str(result.image))
+
+
 cli.add_command(agent_command)
 
 
 def main() -> None:
-    debug = "--debug" in sys.argv[1:]
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        raise SystemExit(130) from None
-    except click.ClickException as exc:
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
-    except ReconcilerError as exc:
-        if debug:
-            raise
-        for line in str(exc).splitlines():
-            click.echo(f"error: {line}", err=True)
-        raise SystemExit(1) from None
-    except SystemExit:
-        raise
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None
+    cli(prog_name="reconciler")

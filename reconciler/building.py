@@ -1,0 +1,80 @@
+"""Building: make sure a planned image exists in the registry, building only if not.
+
+Stage: after planning. Input: a `PoolPlan`. Output: a `BuildResult` naming the image by
+digest and how it came to be. The existence check is one HEAD request for the
+inputs-derived tag (DESIGN §2 promise 3: build once, whatever replica, restart or
+revert); only when it fails does a builder run: the native builder for config-only
+plans, buildah or a Kubernetes Job for plans with RUN steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from reconciler.adapters.builders.native import push_native
+from reconciler.adapters.registry import RegistryClient
+from reconciler.core import reference
+from reconciler.core.reference import ImageRef
+from reconciler.errors import BuildError
+from reconciler.planning import PoolPlan
+
+log = logging.getLogger(__name__)
+
+BuiltBy = Literal["native", "buildah", "job", "reused"]
+
+
+class ContainerfileBuilder(Protocol):
+    """Builds a plan's Containerfile and pushes it to `plan.target`; returns the digest
+    of the pushed (per-architecture) image manifest."""
+
+    def build(self, plan: PoolPlan) -> str: ...
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    pool: str
+    image: ImageRef
+    """`registry/repo@sha256:…`, exactly what a pin and `bootc switch` carry."""
+    digest: str
+    built_by: BuiltBy
+
+
+def find_existing(registry: RegistryClient, plan: PoolPlan) -> str | None:
+    """The digest already stored under the plan's tag, if any (one HEAD)."""
+    tag = plan.target.tag or ""
+    return registry.manifest_digest(reference.repository(plan.target), tag)
+
+
+def ensure_image(
+    registry: RegistryClient,
+    plan: PoolPlan,
+    builders: Mapping[str, ContainerfileBuilder],
+) -> BuildResult:
+    """The plan's image, from the registry if it exists, else built and pushed."""
+    existing = find_existing(registry, plan)
+    if existing is not None:
+        if plan.predicted_digest and existing != plan.predicted_digest:
+            # Same inputs, other bytes: an image from another zlib or an older format.
+            # The tag is ours and names these inputs, so it is still the right image.
+            log.warning(
+                "pool %s: %s holds %s, not the predicted %s; using it",
+                plan.pool, plan.target, existing, plan.predicted_digest,
+            )  # fmt: skip
+        return _result(plan, existing, "reused")
+    if plan.builder == "native":
+        return _result(plan, push_native(registry, plan), "native")
+    builder = builders.get(plan.builder)
+    if builder is None:
+        raise BuildError(
+            f"pool {plan.pool} needs a {plan.builder} build ({'; '.join(plan.image.reasons)}) "
+            f"and no {plan.builder} builder is configured"
+        )
+    digest = builder.build(plan)
+    return _result(plan, digest, plan.builder)
+
+
+def _result(plan: PoolPlan, digest: str, built_by: BuiltBy) -> BuildResult:
+    return BuildResult(plan.pool, reference.with_digest(plan.target, digest), digest, built_by)
