@@ -342,7 +342,9 @@ class Agent:
             return self._finish(state, Phase.DONE, f"booted {desired}; health checks passed")
         if result.verdict == "pending" and now - state.verify_started_at < self.config.verify_grace:
             return self._save(state.to(Phase.VERIFYING, f"waiting: {result.reason}", now))
-        reason = result.reason if result.verdict == "fail" else f"timed out: {result.reason}"
+        reason = result.reason
+        if result.verdict == "pending":
+            reason = f"still not healthy {self.config.verify_grace:g}s after boot: {reason}"
         state = self._save(
             state.to(
                 Phase.ROLLING_BACK,

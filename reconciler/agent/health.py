@@ -2,8 +2,12 @@
 
 Stage: the agent's `verifying` phase. Inputs: checks (the systemd unit
 `boot-complete.target` by default, plus admin commands), each with a timeout.
-Output: a `HealthResult` that is passed, failed (roll back) or pending (not decided
-yet; wait, up to the agent's verify grace).
+Output: a `HealthResult` that is passed, failed (roll back now) or pending (not
+decided yet: the agent asks again until its verify grace runs out, then rolls back).
+A unit in state `failed` is final; an admin command that fails is pending, because a
+service may need a few seconds after boot (greenboot likewise retries its checks).
+Checks run in order and the first that does not pass decides, so admin commands are
+only judged once `boot-complete.target` is active.
 
 Why `boot-complete.target`: greenboot orders its required checks before it and
 systemd's boot assessment uses it; Flight Control learnt to declare success only once
@@ -81,7 +85,8 @@ class UnitActive:
 
 @dataclass(frozen=True)
 class CommandCheck:
-    """An admin's command: exit 0 passes, anything else (or a timeout) fails."""
+    """An admin's command: exit 0 passes; anything else (or a timeout) is pending until
+    the agent's verify grace runs out."""
 
     argv: tuple[str, ...]
     timeout: float = 60.0
@@ -95,20 +100,15 @@ class CommandCheck:
         if code == 0:
             return HealthResult("pass")
         why = out if code is None else f"exit {code}" + (f": {out}" if out else "")
-        return HealthResult("fail", f"health check `{self.name}` failed ({why})")
+        return HealthResult("pending", f"health check `{self.name}` failed ({why})")
 
 
 def run_checks(checks: Sequence[HealthCheck]) -> HealthResult:
-    """All must pass; any failure fails; otherwise pending if any is pending."""
-    pending = []
+    """In order; the first check that does not pass decides."""
     for check in checks:
         result = check.run()
-        if result.verdict == "fail":
+        if result.verdict != "pass":
             return result
-        if result.verdict == "pending":
-            pending.append(result.reason)
-    if pending:
-        return HealthResult("pending", "; ".join(pending))
     return HealthResult("pass")
 
 

@@ -88,17 +88,16 @@ def pool_for_labels(policies: Mapping[str, PoolPolicy], labels: Mapping[str, str
     )
 
 
-def snapshot_from_files(
-    revision: str, pool: str, pin_text: bytes | None, config_files: Mapping[str, bytes]
+def snapshot_from_pin_file(
+    revision: str, pool: str, pin_text: bytes | None, policy: PoolPolicy
 ) -> Snapshot:
-    """The pure part: a pin file and the config files at one revision → Snapshot."""
-    policy = policies_from_files(config_files).get(pool, PoolPolicy(pool))
-    where = f"{pins.pin_path(pool)} at {revision[:12]}"
+    """The pure part: a pool's pin file (None: absent) at one revision → Snapshot."""
     if pin_text is None:
         return Snapshot(
             revision,
             None,
-            f"{where}: no pin yet (the reconciler has not built pool {pool!r})",
+            f"{pins.pin_path(pool)} at {revision[:12]}: no pin yet (the reconciler has not "
+            f"built pool {pool!r})",
             missing=True,
             policy=policy,
         )
@@ -143,23 +142,29 @@ class GitPinSource:
         self.mirror = git.Mirror(url, cache_dir, auth, timeout=timeout)
         self.branch = branch
         self._rev = ""
-        self._files: dict[str, bytes] = {}
+        self._policies: dict[str, PoolPolicy] = {}
+        self._pins: dict[str, bytes | None] = {}
 
     def _refresh(self) -> str:
+        """One `ls-remote`; a fetch, and parsing, only when the branch moved."""
         head = self.mirror.fetch(self.branch, depth=1, filter="blob:none")
         if head != self._rev:
-            self._files = self.mirror.read_files(head, load.is_config_path)
+            files = self.mirror.read_files(head, load.is_config_path)
+            self._policies = policies_from_files(files)
+            self._pins = {}
             self._rev = head
         return head
 
     def current(self, pool: str) -> Snapshot:
         head = self._refresh()
-        pin_text = self.mirror.read_file(head, pins.pin_path(pool))
-        return snapshot_from_files(head, pool, pin_text, self._files)
+        if pool not in self._pins:
+            self._pins[pool] = self.mirror.read_file(head, pins.pin_path(pool))
+        policy = self._policies.get(pool, PoolPolicy(pool))
+        return snapshot_from_pin_file(head, pool, self._pins[pool], policy)
 
     def pools(self) -> Mapping[str, PoolPolicy]:
         self._refresh()
-        return policies_from_files(self._files)
+        return dict(self._policies)
 
 
 class MemoryPinSource:

@@ -286,3 +286,81 @@ def test_an_unreadable_state_file_starts_over_safely(host, source, tmp_path) -> 
     state = make_agent(host, source, tmp_path).step()
     assert state.phase == Phase.DONE
     assert (tmp_path / "state/state.json.unreadable").exists()
+
+
+class CrashAfterSwitch(Bootc):
+    """bootc did its work, then the agent died before it could write `staged`."""
+
+    def switch(self, image: str):  # type: ignore[no-untyped-def]
+        super().switch(image)
+        raise SystemExit("killed right after bootc switch")
+
+
+def test_a_crash_right_after_switch_does_not_switch_again(host, source, tmp_path) -> None:
+    agent = make_agent(host, source, tmp_path)
+    agent.bootc = CrashAfterSwitch([str(host.bootc)])
+    source.publish("worker", pin_text("worker", f"{REPO}@{B}"))
+    with pytest.raises(SystemExit):
+        agent.step()
+    assert StateStore(tmp_path / "state").load().phase == Phase.IDLE
+    assert host.status()["status"]["staged"]["image"]["imageDigest"] == B
+
+    fresh = make_agent(host, source, tmp_path)
+    assert fresh.step().phase == Phase.REBOOTING  # found B staged: straight on
+    assert fresh.step().phase == Phase.DONE
+    assert len(switches(host)) == 1
+
+
+def test_a_requested_reboot_that_has_not_happened_yet_is_not_repeated(
+    host, source, tmp_path
+) -> None:
+    agent = make_agent(host, source, tmp_path)  # reboot_retry: 10 minutes
+    agent.reboot_command = ["true"]  # `systemctl reboot` queued; the agent ran again first
+    source.publish("worker", pin_text("worker", f"{REPO}@{B}"))
+    marker = tmp_path / "reboots"
+    agent.step()
+    agent.reboot_command = ["sh", "-c", f"echo x >> {marker}"]
+    for _ in range(2):
+        assert agent.step().phase == Phase.REBOOTING
+    assert not marker.exists()
+    assert len(switches(host)) == 1
+    host.reboot()  # the reboot happens
+    assert agent.step().phase == Phase.DONE
+
+
+def test_health_commands_and_pending_units(host, source, tmp_path) -> None:
+    flag = tmp_path / "app-ready"
+    agent = make_agent(host, source, tmp_path, verify_grace=3600)
+    agent.health_checks = [
+        *agent.health_checks,
+        health.CommandCheck(("test", "-e", str(flag)), timeout=5),
+    ]
+    source.publish("worker", pin_text("worker", f"{REPO}@{B}"))
+    agent.step()
+    host.units_file.write_text(json.dumps({"boot-complete.target": "activating"}))
+    state = agent.step()
+    assert state.phase == Phase.VERIFYING  # the boot is not over: wait, within the grace
+    assert "boot-complete.target is not active yet (activating)" in state.reason
+    host.units_file.write_text(json.dumps({"boot-complete.target": "active"}))
+    state = agent.step()  # the unit is fine, the admin's check not yet: ask again later
+    assert state.phase == Phase.VERIFYING
+    assert f"health check `test -e {flag}` failed (exit 1)" in state.reason
+    flag.touch()
+    assert agent.step().phase == Phase.DONE
+    assert host.booted_digest == B
+
+
+def test_a_boot_that_never_completes_rolls_back_after_the_grace(host, source, tmp_path) -> None:
+    now = [1_000_000.0]
+    agent = make_agent(host, source, tmp_path, verify_grace=300)
+    agent.clock = lambda: now[0]
+    source.publish("worker", pin_text("worker", f"{REPO}@{B}"))
+    agent.step()
+    host.units_file.write_text(json.dumps({"boot-complete.target": "inactive"}))
+    assert agent.step().phase == Phase.VERIFYING
+    now[0] += 301
+    state = agent.step()
+    assert state.phase == Phase.ROLLING_BACK
+    assert "still not healthy 300s after boot: boot-complete.target is not active yet" in (
+        state.reason
+    )

@@ -12,6 +12,7 @@ import pytest
 from reconciler.agent.cli import agent_command
 from tests.fixtures.bootc import FakeHost, pin_text
 from tests.fixtures.gitservers import GitServer
+from tests.fixtures.kubeapi import FakeKube, node
 
 REPO = "127.0.0.1:5000/pools/edge"
 A = "sha256:" + "a" * 64
@@ -137,3 +138,37 @@ def test_the_systemd_units_call_options_the_agent_has() -> None:
     assert "reconciler agent --once" in exec_start
     timer = (units / "reconciler-agent.timer").read_text()
     assert "Conflicts=bootc-fetch-apply-updates.timer" in timer
+
+
+@pytest.mark.git
+def test_agent_once_in_a_cluster_finds_its_pool_from_the_node(
+    host: FakeHost, git_http: GitServer, kubeapi: FakeKube, tmp_path
+) -> None:
+    kubeapi.create("nodes", node("edge-1", {"node-role.kubernetes.io/edge": ""}))
+    git_http.commit_files(
+        {"machineconfigpools/edge.yaml": POOL, "pins/edge.yaml": pin_text("edge", f"{REPO}@{B}")},
+        "pool edge pinned to B",
+    )
+    in_cluster = (
+        "--node", "edge-1", "--coordination", "kubernetes",
+        "--kubeconfig", str(kubeapi.kubeconfig), "--lease-namespace", "fleet",
+    )  # fmt: skip
+    step = agent(host, git_http, tmp_path, *in_cluster)
+    assert step.returncode == 0, step.stderr
+    assert step.stdout.startswith("edge: rebooting")
+    during = kubeapi.get("nodes", "edge-1")
+    assert during["spec"]["unschedulable"] is True
+    assert during["metadata"]["annotations"]["gitops.bootc.dev/state"] == "rebooting"
+    lease = kubeapi.get("leases", "reconciler-agent-edge-0", "fleet")
+    assert lease["spec"]["holderIdentity"] == "edge-1"
+
+    step = agent(host, git_http, tmp_path, *in_cluster)
+    assert step.stdout.startswith("edge: done")
+    after = kubeapi.get("nodes", "edge-1")
+    assert not after["spec"].get("unschedulable")
+    notes = after["metadata"]["annotations"]
+    assert notes["gitops.bootc.dev/current-image"] == f"{REPO}@{B}"
+    assert notes["gitops.bootc.dev/state"] == "done"
+    assert kubeapi.get("leases", "reconciler-agent-edge-0", "fleet")["spec"].get(
+        "holderIdentity"
+    ) in (None, "")
