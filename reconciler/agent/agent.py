@@ -64,16 +64,18 @@ class Agent:
     clock: Callable[[], float] = time.time
     _started: bool = field(default=False, init=False)
     _policy: PoolPolicy | None = field(default=None, init=False)
+    _saved: AgentState | None = field(default=None, init=False)
 
     # -- the step --
 
     def step(self) -> AgentState:
         """Advance as far as possible without waiting; return the persisted state."""
-        state = self.store.load()
+        state = self._saved = self.store.load()
         if self.store.load_problem:
             state = state.to(Phase.IDLE, self.store.load_problem, self.clock())
             self.store.load_problem = ""
-        if not state.pool:
+        if state.pool != self.config.pool and state.phase not in IN_FLIGHT:
+            # first run, or the machine was moved to another pool: start afresh
             state = self._save(AgentState(pool=self.config.pool, changed_at=self.clock()))
         try:
             host = self.bootc.status()
@@ -161,6 +163,8 @@ class Agent:
                 # something else is staged (a stale switch): a reboot would leave the pin
                 self.bootc.switch(target.image)
             reason = f"booted {target.digest} as pinned at {snap.revision[:12]}"
+            if state.phase == Phase.DONE and state.desired == target:
+                reason = state.reason  # already done: no new words, no write, no patch
             failed = state.failed_digest if state.failed_digest != target.digest else None
             return self._finish(
                 state_with(state, desired=target, failed_digest=failed), Phase.DONE, reason
@@ -415,7 +419,10 @@ class Agent:
         return self._save(state.to(phase, reason, self.clock()))
 
     def _save(self, state: AgentState) -> AgentState:
-        self.store.save(state)
+        # unchanged state is not rewritten: a poll that finds nothing to do writes nothing
+        if state != self._saved:
+            self.store.save(state)
+            self._saved = state
         return state
 
     def _report(self, state: AgentState, host: bootc_mod.Host | None) -> None:

@@ -153,7 +153,9 @@ class KubernetesCoordinator:
             except kubeapi.Conflict:
                 return Grant(False, f"renewing {lease['metadata']['name']} raced; retrying")
             return Grant(True, f"holding {lease['metadata']['name']}")
-        nodes = self.api.list_nodes(selector_string(policy.node_selector))
+        # A pool without a nodeSelector selects no node in MCO; count this one only.
+        selector = selector_string(policy.node_selector)
+        nodes = self.api.list_nodes(selector) if selector else []
         names = {n["metadata"]["name"] for n in nodes}
         size = len(names | {self.node})
         limit = max_unavailable(policy.max_unavailable, size)
@@ -258,6 +260,10 @@ class KubernetesCoordinator:
             ANNOTATION_PREFIX + "current-image": report.current_image,
             ANNOTATION_PREFIX + "desired-image": report.desired_image,
         }
+        if not self._reported:  # a new process (e.g. --once): what does the node say?
+            current = self.api.get_node(self.node)["metadata"].get("annotations") or {}
+            self._reported = {k: v for k, v in current.items() if k in annotations}
+            self._last_phase = self._reported.get(ANNOTATION_PREFIX + "state", "")
         if annotations == self._reported:
             return
         self.api.patch_node(self.node, {"metadata": {"annotations": annotations}})

@@ -26,7 +26,7 @@ import contextlib
 import enum
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,6 @@ class AgentState:
     verify_started_at: float = 0.0
     changed_at: float = 0.0
     """When the phase last changed (seconds since the epoch)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to(self, phase: Phase, reason: str = "", now: float = 0.0, **changes: Any) -> AgentState:
         """A copy in `phase`; `changed_at` moves only when the phase does."""

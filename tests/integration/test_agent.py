@@ -94,9 +94,14 @@ def switches(host: FakeHost) -> list[list[str]]:
 
 
 def test_nothing_to_do_when_the_pin_is_booted(host: FakeHost, source, tmp_path) -> None:
-    state = make_agent(host, source, tmp_path).step()
+    agent = make_agent(host, source, tmp_path)
+    state = agent.step()
     assert state.phase == Phase.DONE
     assert switches(host) == []
+    saved = tmp_path / "state/state.json"
+    before = saved.stat().st_mtime_ns
+    assert make_agent(host, source, tmp_path).step() == state  # a later run, same answer
+    assert saved.stat().st_mtime_ns == before  # and nothing rewritten
 
 
 def test_applies_a_new_pin_by_digest_and_verifies_after_reboot(host, source, tmp_path) -> None:

@@ -172,3 +172,7 @@ def test_agent_once_in_a_cluster_finds_its_pool_from_the_node(
     assert kubeapi.get("leases", "reconciler-agent-edge-0", "fleet")["spec"].get(
         "holderIdentity"
     ) in (None, "")
+    writes = len([r for r in kubeapi.requests if r[0] != "GET"])
+    assert agent(host, git_http, tmp_path, *in_cluster).stdout.startswith("edge: done")
+    # a run that changes nothing writes nothing (no annotation patch, no lease update)
+    assert [r for r in kubeapi.requests if r[0] != "GET"][writes:] == []
