@@ -165,7 +165,7 @@ class Agent:
             reason = f"booted {target.digest} as pinned at {snap.revision[:12]}"
             if state.phase == Phase.DONE and state.desired == target:
                 reason = state.reason  # already done: no new words, no write, no patch
-            failed = state.failed_digest if state.failed_digest != target.digest else None
+            failed = state.failed_digest if state.failed_digest == target.digest else None
             return self._finish(
                 state_with(state, desired=target, failed_digest=failed), Phase.DONE, reason
             )

@@ -163,6 +163,9 @@ def test_a_boot_that_falls_back_is_reported_rolled_back(host, source, tmp_path) 
     assert [c for c in host.calls() if c[:1] == ["rollback"]] == []  # already on A
     agent.step()
     assert len(switches(host)) == 1
+    source.publish("worker", pin_text("worker", f"{REPO}@{A}"))  # the admin reverts the pin
+    state = agent.step()
+    assert (state.phase, state.failed_digest) == (Phase.DONE, None)
 
 
 def test_a_crash_mid_drain_resumes_draining_without_switching_again(host, source, tmp_path) -> None:
