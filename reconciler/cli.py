@@ -6,9 +6,15 @@ Errors become exit codes and one-line messages on stderr; a traceback only with
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -16,14 +22,18 @@ from typing import Any, Literal, TypeVar
 import click
 import yaml
 
-from reconciler import building, planning
-from reconciler.adapters import builders, worktree
+from reconciler import building, controller, planning
+from reconciler.adapters import builders, git, worktree
 from reconciler.adapters.auth import Credentials
+from reconciler.adapters.git import GitAuth
 from reconciler.adapters.registry import RegistryClient
+from reconciler.adapters.watch import RepositoryWatcher
 from reconciler.agent.cli import agent_command
 from reconciler.core import containerfile as containerfile_gen
-from reconciler.core import identity, imageplan, load, merge, schemas
+from reconciler.core import identity, imageplan, load, merge, pins, schemas
 from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.status import Status, StatusStore
+from reconciler.webhook import WebhookServer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -158,7 +168,8 @@ def validate(repo_dir: Path) -> None:
             imageplan.plan_image(result, loaded.obj, repo.settings, arch)
         except ConfigError as exc:
             problems.extend(exc.problems)
-    problems.sort(key=lambda p: (p.file or "", p.line or 0))
+    # A broken config is reported once, though every pool selecting it repeats it.
+    problems = sorted(dict.fromkeys(problems), key=lambda p: (p.file or "", p.line or 0))
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
@@ -361,6 +372,313 @@ def build(
     how = "existing image, nothing built" if result.built_by == "reused" else result.built_by
     click.echo(f"{pool}: {how}", err=True)
     click.echo(str(result.image))
+
+
+def git_options(f: F) -> F:
+    """Where the config repository is and how to reach it."""
+    options = [
+        click.option(
+            "--repo",
+            "repo_url",
+            required=True,
+            help="The config repository: a URL (https://, ssh://, git://, file://) or a "
+            "local path.",
+        ),
+        click.option("--branch", default="main", show_default=True, help="Branch to watch."),
+        click.option(
+            "--work-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Mirror and status live here (default: a directory per repository and "
+            "branch under $XDG_CACHE_HOME/reconciler).",
+        ),
+        click.option(
+            "--git-token-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="HTTPS: a file holding an access token.",
+        ),
+        click.option("--git-username", help="HTTPS: user name for Basic auth."),
+        click.option(
+            "--git-password-file",
+            type=click.Path(exists=True, dir_okay=False),
+            help="HTTPS: a file holding the password for --git-username.",
+        ),
+        click.option(
+            "--ssh-key",
+            type=click.Path(exists=True, dir_okay=False),
+            help="SSH: the deploy key (private key file).",
+        ),
+        click.option(
+            "--known-hosts",
+            type=click.Path(exists=True, dir_okay=False),
+            help="SSH: known_hosts holding the server's key (default: accept on first use).",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def make_git_auth(
+    git_token_file: str | None,
+    git_username: str | None,
+    git_password_file: str | None,
+    ssh_key: str | None,
+    known_hosts: str | None,
+) -> GitAuth | None:
+    def secret(path: str) -> str:
+        return Path(path).read_text().strip()
+
+    if git_token_file:
+        return GitAuth.token(secret(git_token_file), username=git_username or "x-access-token")
+    if git_password_file:
+        if not git_username:
+            raise click.UsageError("--git-password-file needs --git-username")
+        return GitAuth.basic(git_username, secret(git_password_file))
+    if ssh_key:
+        return GitAuth.ssh(ssh_key, known_hosts=known_hosts)
+    return None
+
+
+def default_work_dir(repo_url: str, branch: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256(f"{git.redact(repo_url)}\n{branch}".encode()).hexdigest()[:16]
+    return cache / "reconciler" / key
+
+
+def parse_author(text: str) -> tuple[str, str]:
+    name, sep, rest = text.partition("<")
+    if not sep or not rest.endswith(">") or not name.strip():
+        raise click.BadParameter(f"{text!r} is not 'Name <email>'", param_hint="--author")
+    return name.strip(), rest[:-1].strip()
+
+
+@cli.command()
+@git_options
+@click.option("--once", is_flag=True, help="One pass, then exit (0 ok, 1 if a pool failed).")
+@click.option(
+    "--interval",
+    default=60.0,
+    show_default=True,
+    help="Seconds between polls of the remote (a webhook or a local commit starts a pass at once).",
+)
+@click.option(
+    "--base-poll",
+    default=300.0,
+    show_default=True,
+    help="Seconds between re-resolving base image tags when Git does not move.",
+)
+@click.option(
+    "--author",
+    default=f"{controller.DEFAULT_AUTHOR[0]} <{controller.DEFAULT_AUTHOR[1]}>",
+    show_default=True,
+    help="Author of pin commits, 'Name <email>'.",
+)
+@click.option(
+    "--webhook-listen",
+    metavar="HOST:PORT",
+    help="Serve push webhooks (GitHub, GitLab, Gitea/Forgejo) at http://HOST:PORT/hooks/git.",
+)
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The webhook secret (HMAC key, or GitLab's token). Required with --webhook-listen.",
+)
+@click.option(
+    "--containerfile-builder",
+    type=click.Choice(["buildah", "job"]),
+    default="buildah",
+    show_default=True,
+    help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig name none.",
+)
+@registry_options
+def run(
+    repo_url: str,
+    branch: str,
+    work_dir: Path | None,
+    git_token_file: str | None,
+    git_username: str | None,
+    git_password_file: str | None,
+    ssh_key: str | None,
+    known_hosts: str | None,
+    once: bool,
+    interval: float,
+    base_poll: float,
+    author: str,
+    webhook_listen: str | None,
+    webhook_secret_file: str | None,
+    containerfile_builder: Literal["buildah", "job"],
+    authfiles: tuple[str, ...],
+    insecure: tuple[str, ...],
+    registry_ca: str | None,
+) -> None:
+    """Reconcile the repository: build what changed and commit pins back (long-running).
+
+    Each pass: fetch (one ls-remote when nothing moved), load, plan, build what is
+    missing, write pins, one commit, push (compare-and-swap, retried on a race).
+    """
+    auth = make_git_auth(git_token_file, git_username, git_password_file, ssh_key, known_hosts)
+    work = work_dir or default_work_dir(repo_url, branch)
+    settings = controller.RunSettings(
+        branch=branch,
+        author=parse_author(author),
+        default_builder=containerfile_builder,
+        base_poll_s=base_poll,
+    )
+    if webhook_listen and not webhook_secret_file:
+        raise click.UsageError("--webhook-listen needs --webhook-secret-file")
+    with (
+        controller.WorkDirLock(work),
+        make_registry(authfiles, insecure, registry_ca) as registry,
+    ):
+        mirror = git.Mirror(repo_url, work / "mirror", auth)
+        reconciler = controller.Reconciler(
+            mirror, registry, work, settings, builders.available(registry, work_dir=work)
+        )
+        if once:
+            report = reconciler.reconcile_once(force=True)
+            click.echo(_pass_text(report))
+            if any(r.state in ("failed", "stalled") for r in report.pools.values()):
+                raise SystemExit(1)
+            return
+        _run_forever(reconciler, repo_url, branch, interval, webhook_listen, webhook_secret_file)
+
+
+def _run_forever(
+    reconciler: controller.Reconciler,
+    repo_url: str,
+    branch: str,
+    interval: float,
+    webhook_listen: str | None,
+    webhook_secret_file: str | None,
+) -> None:
+    stop, trigger = threading.Event(), threading.Event()
+
+    def on_term(*_: object) -> None:
+        stop.set()
+        trigger.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    helpers: list[Any] = []
+    local = Path(repo_url)
+    if local.is_dir():
+        helpers.append(RepositoryWatcher(local, trigger).start())
+    if webhook_listen and webhook_secret_file:
+        host, _, port = webhook_listen.rpartition(":")
+        secret = Path(webhook_secret_file).read_bytes().strip()
+        helpers.append(WebhookServer(host or "0.0.0.0", int(port), secret, branch, trigger).start())  # noqa: S104
+    logging.getLogger(__name__).info(
+        "watching %s (%s) every %.0fs", git.redact(repo_url), branch, interval
+    )
+    try:
+        reconciler.run(stop, trigger, interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for helper in helpers:
+            helper.stop()
+
+
+def _pass_text(report: controller.PassReport) -> str:
+    lines = []
+    for pool in sorted(report.pools):
+        r = report.pools[pool]
+        image = f" {r.pin.spec.image}" if r.pin is not None else ""
+        lines.append(f"{pool}: {r.state}{image}")
+        if r.message and r.state not in ("pinned", "unchanged"):
+            lines += [f"  {line}" for line in r.message.splitlines()]
+    if report.commit:
+        lines.append(f"pin commit {report.commit} pushed")
+    elif not report.skipped:
+        lines.append(f"no commit: pins at {report.head[:10]} are current")
+    return "\n".join(lines)
+
+
+@cli.command()
+@git_options
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def status(
+    repo_url: str,
+    branch: str,
+    work_dir: Path | None,
+    git_token_file: str | None,
+    git_username: str | None,
+    git_password_file: str | None,
+    ssh_key: str | None,
+    known_hosts: str | None,
+    output: str,
+) -> None:
+    """Each pool's pin in Git, with the conditions the last pass recorded
+    (Ready, Building, Stalled, Held) and its last error."""
+    auth = make_git_auth(git_token_file, git_username, git_password_file, ssh_key, known_hosts)
+    work = work_dir or default_work_dir(repo_url, branch)
+    recorded = StatusStore(work / "status.json").load()
+    head = git.remote_head(repo_url, branch, auth)
+    if head is None:
+        raise ConfigError.simple(f"branch {branch!r} not found in {git.redact(repo_url)}")
+    mirror = git.Mirror(repo_url, Path(tempfile.mkdtemp(prefix="reconciler-status-")), auth)
+    try:
+        mirror.fetch(branch, depth=1, filter="blob:none")
+        pin_files = mirror.read_files(head, lambda p: p.startswith("pins/"))
+    finally:
+        shutil.rmtree(mirror.path, ignore_errors=True)
+    doc = status_document(head, pin_files, recorded)
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    click.echo(_status_text(doc))
+
+
+def status_document(head: str, pin_files: dict[str, bytes], recorded: Status) -> dict[str, Any]:
+    pools: dict[str, Any] = {}
+    for path, data in sorted(pin_files.items()):
+        name = path.removeprefix("pins/").removesuffix(".yaml")
+        try:
+            spec = pins.parse_pin(data, where=path).spec
+            pools[name] = {"pin": spec.image, "sourceCommit": spec.source_commit,
+                           "renderedConfig": spec.rendered_config}  # fmt: skip
+        except pins.PinError as exc:
+            pools[name] = {"pin": None, "pinError": str(exc)}
+    for name, state in recorded.pools.items():
+        entry = pools.setdefault(name, {"pin": None})
+        entry["conditions"] = {
+            k: {"status": c.status, "reason": c.reason, "message": c.message, "since": c.since}
+            for k, c in state.conditions.items()
+        }
+        entry["lastError"] = state.last_error
+        if state.retry_at:
+            entry["retryAt"] = state.retry_at
+    return {
+        "head": head,
+        "observedHead": recorded.observed_head,
+        "statusIsCurrent": recorded.observed_head == head,
+        "lastPass": recorded.last_pass,
+        "pools": pools,
+    }
+
+
+def _status_text(doc: dict[str, Any]) -> str:
+    lines = [f"head {doc['head'][:10]}"]
+    if doc["lastPass"] is None:
+        lines.append("no pass recorded in this work directory (conditions unknown)")
+    elif not doc["statusIsCurrent"]:
+        lines.append(f"last pass saw {str(doc['observedHead'])[:10]}: the remote has moved since")
+    for name, pool in sorted(doc["pools"].items()):
+        conditions = pool.get("conditions", {})
+        true = [
+            k
+            for k in ("Ready", "Building", "Stalled", "Held")
+            if conditions.get(k, {}).get("status")
+        ]
+        lines.append(f"{name}: {', '.join(true) or 'not ready'}")
+        lines.append(f"  pin            {pool.get('pin') or pool.get('pinError') or 'none'}")
+        if pool.get("sourceCommit"):
+            lines.append(f"  source commit  {pool['sourceCommit']}")
+        for key in ("Held", "Stalled"):
+            if conditions.get(key, {}).get("status"):
+                lines.append(f"  {key.lower():15}{conditions[key]['message']}")
+        if pool.get("lastError") and not conditions.get("Stalled", {}).get("status"):
+            lines.append(f"  last error     {pool['lastError'].splitlines()[0]}")
+    return "\n".join(lines)
 
 
 cli.add_command(agent_command)

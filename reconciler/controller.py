@@ -1,1 +1,473 @@
-"""The reconcile loop: fetch, load, plan, build what is missing, write pins, commit, push."""
+"""The reconcile loop: fetch, load, plan, build what is missing, write pins, commit, push.
+
+Stage: the main job. Input: the config repository (a remote URL or a local path) and a
+branch. Output: at most one commit per pass, touching only `pins/`, pushed as a
+compare-and-swap; and `status.json` in the work directory.
+
+One pass (`Reconciler.reconcile_once`), step by step:
+1. fetch: one `git ls-remote`; nothing else when the remote has not moved since the
+   last pass and no retry or base-image re-check is due (so the reconciler never
+   reacts to its own commits: after its push the remote head *is* what it saw);
+2. load: the config files at that commit, read from the bare mirror (no checkout);
+3. plan: render every pool, resolve base images, compute identities;
+4. decide per pool (holds from Git history; unchanged inputs → nothing to do);
+5. build what is missing (one HEAD request finds an image that exists: no rebuild
+   after a restart, on another replica, after a revert);
+6. commit all pins that move in one commit with trailers;
+7. push without force: if the remote moved, fetch, re-plan on the new head (images
+   already pushed are found by identity) and try again, a bounded number of times.
+
+Per-pool isolation: a pool whose config is bad (Stalled), whose build failed or whose
+base image cannot be resolved keeps its last pin; the others go on. Transient failures
+are retried with backoff even when Git does not move; config errors wait for a commit.
+
+Crash safety comes from the order of effects: images are pushed before any pin names
+them (a manifest PUT is the only thing that creates a tag); the pin commit is made
+locally and pushed in one step; the status file is written last. Killed anywhere, a
+restart recomputes the same identities, finds the images, and either finds the pins
+already pushed or makes the one commit again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from reconciler import building, failpoints, planning
+from reconciler.adapters.git import CommitInfo, Mirror
+from reconciler.adapters.registry import RegistryClient
+from reconciler.core import history, identity, imageplan, load, merge, model, pins, reference
+from reconciler.errors import GitError, PushRejected, ReconcilerError, is_transient
+from reconciler.status import PoolStatus, StatusStore
+
+log = logging.getLogger(__name__)
+
+PoolState = Literal["pinned", "unchanged", "held", "stalled", "failed", "unmanaged"]
+DEFAULT_AUTHOR = ("reconciler", "reconciler@gitops.bootc.dev")
+HISTORY_DEPTH = 500
+"""How many commits touching `pins/` are read back to find who last set each pin."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    branch: str = "main"
+    author: tuple[str, str] = DEFAULT_AUTHOR
+    push_attempts: int = 5
+    default_builder: Literal["buildah", "job"] = "buildah"
+    base_poll_s: float = 300.0
+    """Re-resolve base image tags at least this often even when Git does not move."""
+
+
+@dataclass(frozen=True)
+class PoolReport:
+    pool: str
+    state: PoolState
+    message: str = ""
+    pin: pins.Pin | None = None
+    transient: bool = False
+
+
+@dataclass
+class PassReport:
+    head: str
+    """The remote head at the end of the pass (our pin commit if we pushed one)."""
+    skipped: bool = False
+    """The remote had not moved and nothing was due: only `ls-remote` ran."""
+    commit: str | None = None
+    pools: dict[str, PoolReport] = field(default_factory=dict)
+    attempts: int = 0
+
+    @property
+    def changed(self) -> list[str]:
+        return sorted(p for p, r in self.pools.items() if r.state == "pinned")
+
+
+@dataclass(frozen=True)
+class Hold:
+    commit: CommitInfo
+    reason: str
+
+
+class Reconciler:
+    """One config repository and branch, reconciled into pins (see the module docstring)."""
+
+    def __init__(
+        self,
+        mirror: Mirror,
+        registry: RegistryClient,
+        work_dir: Path,
+        settings: RunSettings = RunSettings(),
+        builders: Mapping[str, building.ContainerfileBuilder] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.mirror = mirror
+        self.registry = registry
+        self.settings = settings
+        self.builders = dict(builders or {})
+        self.clock = clock
+        self.work_dir = work_dir
+        self.store = StatusStore(work_dir / "status.json")
+        self.status = self.store.load()
+        self.status.repo = mirror.display_url
+        self.status.branch = settings.branch
+        self._fingerprints: dict[tuple[str, str], str | None] = {}
+
+    # --- the pass -------------------------------------------------------------------------
+
+    def reconcile_once(self, *, force: bool = False) -> PassReport:
+        """One pass; see the module docstring for the steps."""
+        now = self.clock()
+        head = self.mirror.fetch(self.settings.branch)  # 1. fetch (one ls-remote if idle)
+        if not force and not self._due(head, now):
+            return PassReport(head=head, skipped=True)
+        report = PassReport(head=head)
+        for attempt in range(1, self.settings.push_attempts + 1):
+            report = PassReport(head=head, attempts=attempt)
+            changes = self._plan_and_build(head, report)  # 2-5. load, plan, decide, build
+            if not changes:
+                break
+            commit = self._commit(head, changes)  # 6. one commit for every pool that moved
+            failpoints.hit("after-commit")
+            try:
+                self.mirror.push(commit, self.settings.branch, head)  # 7. compare-and-swap
+            except PushRejected as exc:
+                log.info("push rejected (%s); fetching and planning again", exc)
+                head = self.mirror.fetch(self.settings.branch)
+                continue
+            failpoints.hit("after-push")
+            report.commit = report.head = commit
+            break
+        else:
+            raise GitError(
+                f"pushing pins to {self.mirror.display_url} was rejected "
+                f"{self.settings.push_attempts} times in a row: another writer keeps moving "
+                f"{self.settings.branch}; will retry",
+                transient=True,
+            )
+        self._record(report, now)
+        return report
+
+    def _due(self, head: str, now: float) -> bool:
+        status = self.status
+        if head != status.observed_head:
+            return True
+        retry = status.next_retry()
+        if retry is not None and retry <= now:
+            return True
+        last_full = status.last_full_pass
+        return last_full is None or now - last_full >= self.settings.base_poll_s
+
+    def _plan_and_build(self, head: str, report: PassReport) -> list[history.PinChange]:
+        # 2. load: the config at `head`, straight from the mirror
+        repo = load.load_repository(self.mirror.read_files(head, load.is_config_path))
+        failpoints.hit("after-load")
+        # 3. plan: render, resolve bases, identities (one lookup per base image)
+        planner = planning.Planner(self.registry, default_builder=self.settings.default_builder)
+        outcomes = planner.plan_pools(repo)
+        failpoints.hit("after-plan")
+        current = self._read_pins(head)
+        source = self._source_commit(head)
+        holds = self._holds(head, repo, current, outcomes)
+        changes: list[history.PinChange] = []
+        # 4-5. decide, and build what is missing
+        for pool in sorted(outcomes):
+            outcome = outcomes[pool]
+            pin_now = current.get(pool)
+            existing = pin_now if isinstance(pin_now, pins.Pin) else None
+            if isinstance(outcome, planning.Unmanaged):
+                report.pools[pool] = PoolReport(pool, "unmanaged", "no MachineOSConfig")
+                continue
+            if isinstance(outcome, planning.PoolFailure):
+                state: PoolState = "failed" if outcome.transient else "stalled"
+                report.pools[pool] = PoolReport(
+                    pool, state, str(outcome.error), existing, outcome.transient
+                )
+                continue
+            if pool in holds:
+                report.pools[pool] = PoolReport(pool, "held", holds[pool].reason, existing)
+                continue
+            if existing is not None and self._satisfies(existing, outcome):
+                report.pools[pool] = PoolReport(pool, "unchanged", "", existing)
+                continue
+            change = self._build(outcome, existing, source, report)
+            if change is not None:
+                if isinstance(pin_now, pins.PinError):
+                    log.warning("pool %s: replacing an invalid pin (%s)", pool, pin_now)
+                changes.append(change)
+        failpoints.hit("after-build")
+        return changes
+
+    @staticmethod
+    def _satisfies(pin: pins.Pin, plan: planning.PoolPlan) -> bool:
+        repository = reference.repository(plan.target)
+        return (
+            pin.spec.inputs_digest == plan.inputs_digest
+            and pin.spec.image.startswith(f"{repository}@")
+            and pin.spec.architecture == plan.architecture
+        )
+
+    def _build(
+        self,
+        plan: planning.PoolPlan,
+        existing: pins.Pin | None,
+        source: CommitInfo,
+        report: PassReport,
+    ) -> history.PinChange | None:
+        pool_status = self.status.pool(plan.pool)
+        try:
+            if plan.builder != "native":
+                # Containerfile builds take a while: say so before, for `status`.
+                if pool_status.set("Building", True, "Building", f"{plan.builder} build of "
+                                   f"{plan.target}", self.clock()):  # fmt: skip
+                    log.info("pool %s: building %s with %s", plan.pool, plan.target, plan.builder)
+                self.store.save(self.status)
+            result = building.ensure_image(self.registry, plan, self.builders)
+        except ReconcilerError as exc:
+            transient = is_transient(exc)
+            report.pools[plan.pool] = PoolReport(
+                plan.pool, "failed" if transient else "stalled", _first_lines(exc), existing,
+                transient,
+            )  # fmt: skip
+            return None
+        pin = make_pin(plan, result, source.sha)
+        report.pools[plan.pool] = PoolReport(plan.pool, "pinned", result.built_by, pin)
+        return history.PinChange(pin, existing)
+
+    def _commit(self, head: str, changes: list[history.PinChange]) -> str:
+        source = self._source_commit(head)
+        files: dict[str, bytes | None] = {
+            pins.pin_path(c.pool): pins.render_pin(c.pin).encode() for c in changes
+        }
+        message = history.pin_commit_message(changes, source.subject)
+        return self.mirror.commit(head, files, message, author=self.settings.author)
+
+    # --- what Git says ----------------------------------------------------------------------
+
+    def _read_pins(self, head: str) -> dict[str, pins.Pin | pins.PinError]:
+        out: dict[str, pins.Pin | pins.PinError] = {}
+        files = self.mirror.read_files(
+            head, lambda p: p.startswith("pins/") and p.endswith(".yaml")
+        )
+        for path, data in files.items():
+            pool = path.removeprefix("pins/").removesuffix(".yaml")
+            try:
+                pin = pins.parse_pin(data, where=path)
+                if pin.spec.pool != pool:
+                    raise pins.PinError(f"{path}: spec.pool is {pin.spec.pool!r}, not {pool!r}")
+                out[pool] = pin
+            except pins.PinError as exc:
+                out[pool] = exc
+        return out
+
+    def _source_commit(self, head: str) -> CommitInfo:
+        """The newest commit at `head` that is not a reconciler pin commit: the config
+        commit the pins are computed from (the same on every replica)."""
+        for commit in self.mirror.log(head, max_count=50):
+            if not history.is_reconciler_commit(commit):
+                return commit
+        return self.mirror.log(head, max_count=1)[0]
+
+    def _holds(
+        self,
+        head: str,
+        repo: load.Repository,
+        current: Mapping[str, pins.Pin | pins.PinError],
+        outcomes: Mapping[str, planning.PoolOutcome],
+    ) -> dict[str, Hold]:
+        """Pools whose pin someone other than the reconciler set, and whose inputs have
+        not changed since (DESIGN §6): decided from history alone."""
+        pending = {p for p, pin in current.items() if isinstance(pin, pins.Pin) and p in outcomes}
+        last_touch: dict[str, CommitInfo] = {}
+        if pending:
+            for commit in self.mirror.log(head, paths=["pins"], max_count=HISTORY_DEPTH):
+                if history.is_reconciler_commit(commit):
+                    touched = set(history.pinned_pools(commit))
+                else:
+                    parent = commit.parents[0] if commit.parents else None
+                    paths = self.mirror.diff_paths(parent, commit.sha) if parent else []
+                    touched = {
+                        p.removeprefix("pins/").removesuffix(".yaml")
+                        for p in paths
+                        if p.startswith("pins/")
+                    }
+                for pool in touched & pending:
+                    last_touch[pool] = commit
+                pending -= touched
+                if not pending:
+                    break
+        holds = {}
+        for pool, commit in last_touch.items():
+            if history.is_reconciler_commit(commit):
+                continue
+            now_print = self._fingerprint_of(repo, pool)
+            then_print = self._fingerprint_at(commit.sha, pool)
+            if now_print is not None and now_print == then_print:
+                holds[pool] = Hold(
+                    commit,
+                    f"pin set by {commit.author_name} in {commit.sha[:10]} "
+                    f"({commit.subject!r}); held until the pool's inputs change",
+                )
+        return holds
+
+    def _fingerprint_of(self, repo: load.Repository, pool: str) -> str | None:
+        if pool not in repo.pools:
+            return None
+        try:
+            rendered = merge.render_pool(repo, pool)
+        except ReconcilerError:
+            return None
+        mosc = repo.os_configs.get(pool)
+        os_config = mosc.obj if mosc else None
+        arch = imageplan.pool_architecture(os_config, repo.settings)
+        return identity.config_fingerprint(rendered, os_config, repo.settings, architecture=arch)
+
+    def _fingerprint_at(self, sha: str, pool: str) -> str | None:
+        key = (sha, pool)
+        if key not in self._fingerprints:
+            repo = load.load_repository(self.mirror.read_files(sha, load.is_config_path))
+            self._fingerprints[key] = self._fingerprint_of(repo, pool)
+        return self._fingerprints[key]
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _record(self, report: PassReport, now: float) -> None:
+        status = self.status
+        status.observed_head = report.head
+        status.last_pass = now
+        status.last_full_pass = now
+        if report.commit:
+            status.last_commit = report.commit
+            log.info("pushed %s: pinned %s", report.commit[:10], ", ".join(report.changed))
+        for pool, result in report.pools.items():
+            _apply(status.pool(pool), result, now)
+        for gone in set(status.pools) - set(report.pools):
+            del status.pools[gone]
+        self.store.save(status)
+
+    # --- running --------------------------------------------------------------------------
+
+    def next_wakeup(self, interval: float) -> float:
+        """Seconds until the next pass is due: the poll interval, or sooner for a retry."""
+        retry = self.status.next_retry()
+        wait = interval
+        if retry is not None:
+            wait = min(wait, max(0.0, retry - self.clock()))
+        return wait
+
+    def run(self, stop: threading.Event, trigger: threading.Event, interval: float) -> None:
+        """Pass after pass until `stop`; `trigger` (a webhook, a local commit) starts
+        the next pass at once. Errors of a whole pass are logged and retried."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                self.reconcile_once()
+                failures = 0
+                wait = self.next_wakeup(interval)
+            except ReconcilerError as exc:
+                failures += 1
+                wait = min(interval, 2.0 ** min(failures, 8))
+                level = logging.WARNING if is_transient(exc) else logging.ERROR
+                log.log(level, "pass failed (retrying in %.0fs): %s", wait, exc)
+            trigger.wait(wait)
+            trigger.clear()
+
+
+def make_pin(plan: planning.PoolPlan, result: building.BuildResult, source_commit: str) -> pins.Pin:
+    """The pin for a pool's image: what agents apply, and the provenance auditors read."""
+    return pins.Pin(
+        metadata=model.ObjectMeta(name=plan.pool),
+        spec=pins.PinSpec(
+            pool=plan.pool,
+            image=str(result.image),
+            digest=result.digest,
+            architecture=plan.architecture,
+            rendered_config=plan.rendered.name,
+            inputs_digest=plan.inputs_digest,
+            base_image=plan.base_image,
+            source_commit=source_commit,
+            build=pins.BuildFacts(builder=result.built_by, base_image_digest=plan.base.digest),
+        ),
+    )
+
+
+def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
+    """Fold one pass's result for a pool into its conditions; log transitions only."""
+    changed = []
+    if result.pin is not None:
+        pool.image = result.pin.spec.image
+        pool.source_commit = result.pin.spec.source_commit
+        pool.inputs_digest = result.pin.spec.inputs_digest
+    changed.append(pool.set("Building", False, "Idle", "", now))
+    if result.state in ("pinned", "unchanged"):
+        pool.clear_failures()
+        pool.last_error = None
+        changed += [
+            pool.set("Ready", True, "Pinned", f"pinned to {pool.image}", now),
+            pool.set("Stalled", False, "", "", now),
+            pool.set("Held", False, "", "", now),
+        ]
+    elif result.state == "held":
+        pool.clear_failures()
+        changed += [
+            pool.set("Ready", True, "Held", result.message, now),
+            pool.set("Held", True, "ManualPin", result.message, now),
+            pool.set("Stalled", False, "", "", now),
+        ]
+    elif result.state == "stalled":
+        pool.clear_failures()
+        pool.last_error = result.message
+        changed += [
+            pool.set("Ready", False, "ConfigError", result.message, now),
+            pool.set("Stalled", True, "ConfigError", result.message, now),
+        ]
+    elif result.state == "failed":
+        pool.fail_transient(result.message, now)
+        changed += [
+            pool.set("Ready", False, "RetryingAfterError", result.message, now),
+            pool.set("Stalled", False, "", "", now),
+        ]
+    elif result.state == "unmanaged":
+        changed.append(pool.set("Ready", False, "Unmanaged", result.message, now))
+    if any(changed):
+        level = logging.WARNING if result.state in ("stalled", "failed") else logging.INFO
+        detail = f": {result.message}" if result.message else ""
+        log.log(level, "pool %s: %s%s", result.pool, result.state, detail)
+
+
+def _first_lines(exc: BaseException, n: int = 40) -> str:
+    lines = str(exc).splitlines()
+    return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))
+
+
+class WorkDirLock:
+    """One reconciler process per work directory (its mirror is not shareable)."""
+
+    def __init__(self, work_dir: Path) -> None:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.path = work_dir / "lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> WorkDirLock:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ReconcilerError(
+                f"{self.path.parent} is in use by another reconciler; give each its own --work-dir"
+            ) from None
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -975,6 +975,10 @@ def _rejection(display_url: str, branch: str, summary: str) -> GitError:
         "stale info",
         "cannot lock ref",
         "incorrect old value",
+        # receive-pack lost the ref-transaction race to a concurrent push (the ref moved
+        # between its advertisement and its update); hooks say "declined" instead.
+        "failed to update ref",
+        "failed to lock",
     )
     if summary.startswith("[rejected]") or any(r in low for r in raced):
         return PushRejected(f"{where}: the remote moved on ({summary}); fetch and re-plan")

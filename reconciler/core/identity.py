@@ -156,3 +156,25 @@ def image_labels(rendered: RenderedConfig, digest: str | None = None) -> dict[st
     if digest is not None:
         labels[INPUTS_LABEL] = digest
     return labels
+
+
+def config_fingerprint(
+    rendered: RenderedConfig,
+    os_config: model.MachineOSConfig | None,
+    settings: model.ReconcilerConfigSpec,
+    *,
+    architecture: str,
+) -> str:
+    """The pool's inputs as Git alone states them: the inputs document with the base
+    image as written instead of its resolved digest.
+
+    Holds (DESIGN §6) end when "the pool's inputs change again"; replicas must agree
+    on that from history alone, without asking a registry what a tag meant then, so
+    they compare this instead of the inputs digest.
+    """
+    doc = inputs_document(
+        "sha256:" + "0" * 64, rendered, os_config, settings, architecture=architecture
+    )
+    doc["baseImageDigest"] = None
+    doc["baseImage"] = rendered.spec.get("osImageURL", "")
+    return canonical.sha256_digest(canonical.canonical_json(doc))

@@ -115,6 +115,8 @@ class BrokenObject:
     name: str
     labels: Mapping[str, str]
     file: str
+    problems: tuple[ConfigProblem, ...] = ()
+    """What is wrong with it (also in `Repository.problems`)."""
 
 
 @dataclass
@@ -265,9 +267,14 @@ def _load_document(
     if kind == "MachineConfig":
         _load_machine_config(repo, out, origin, doc)
         return
+    before = len(repo.problems)
     obj = _validate(out, origin, cls, doc)
     if obj is None:
-        repo.broken.append(BrokenObject(kind, name or "?", _raw_labels(doc), origin.file))
+        repo.broken.append(
+            BrokenObject(
+                kind, name or "?", _raw_labels(doc), origin.file, tuple(repo.problems[before:])
+            )
+        )
         return
     if isinstance(obj, model.MachineConfigPool):
         if _check_pool(out, origin, obj):
@@ -506,7 +513,13 @@ def _load_machine_config(
             )
     if mc is None or len(repo.problems) > before:
         repo.broken.append(
-            BrokenObject("MachineConfig", name or "?", _raw_labels(doc), origin.file)
+            BrokenObject(
+                "MachineConfig",
+                name or "?",
+                _raw_labels(doc),
+                origin.file,
+                tuple(repo.problems[before:]),
+            )
         )
         return
     _add_unique(
@@ -861,6 +874,7 @@ def _check_cross_references(repo: Repository, out: _Collector) -> None:
             )
     allowed = repo.extensions
     for name, mc in list(repo.machine_configs.items()):
+        before = len(repo.problems)
         bad = [(i, e) for i, e in enumerate(mc.obj.spec.extensions) if e not in allowed]
         for i, ext in bad:
             close = difflib.get_close_matches(ext, list(allowed), n=1)
@@ -880,4 +894,8 @@ def _check_cross_references(repo: Repository, out: _Collector) -> None:
             )
         if bad:
             del repo.machine_configs[name]
-            repo.broken.append(BrokenObject("MachineConfig", name, mc.labels, mc.origin.file))
+            repo.broken.append(
+                BrokenObject(
+                    "MachineConfig", name, mc.labels, mc.origin.file, tuple(repo.problems[before:])
+                )
+            )

@@ -216,18 +216,21 @@ def select_configs(repo: load.Repository, pool_name: str) -> list[load.LoadedCon
         b for b in repo.broken if b.kind == "MachineConfig" and select.matches(selector, b.labels)
     ]
     if broken:
-        raise ConfigError(
-            [
+        # The pool's own problem, then each broken config's, so a pool's status says
+        # everything that blocks it.
+        problems: list[ConfigProblem] = []
+        for b in broken:
+            problems.append(
                 ConfigProblem(
                     f"selects MachineConfig {b.name!r} ({b.file}), which is invalid",
                     file=pool.origin.file,
                     kind="MachineConfigPool",
                     name=pool_name,
-                    fix=f"fix {b.file} first (its problems are listed separately)",
+                    fix=f"fix {b.file} first",
                 )
-                for b in broken
-            ]
-        )
+            )
+            problems.extend(b.problems)
+        raise ConfigError(problems)
     chosen = [
         (mc.name, mc.labels, mc)
         for labels, group in repo.configs_by_labels().items()

@@ -271,8 +271,14 @@ def test_a_pool_selecting_a_broken_config_is_blocked_and_says_which() -> None:
     repo = load.load_repository(files)
     rendered, failed = merge.render_all(repo)
     assert rendered == {}
-    (problem,) = failed["worker"].problems
-    assert "selects MachineConfig 'a' (machineconfigs/a.yaml), which is invalid" in problem.problem
+    pool_problem, *config_problems = failed["worker"].problems
+    assert pool_problem.file == "machineconfigpools/worker.yaml"
+    assert (
+        "selects MachineConfig 'a' (machineconfigs/a.yaml), which is invalid"
+        in pool_problem.problem
+    )
+    # the pool's error carries the config's own problems, so its status is complete
+    assert [p.field for p in config_problems] == ["spec.kernelType"]
 
 
 def test_validate_lists_every_problem_in_one_run(tmp_path) -> None:  # type: ignore[no-untyped-def]

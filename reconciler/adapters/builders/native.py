@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from reconciler import failpoints
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import reference
 from reconciler.errors import BuildError
@@ -42,6 +43,7 @@ def push_native(registry: RegistryClient, plan: PoolPlan) -> str:
         ],
         local={built.digest: built.blob, composed.config_digest: composed.config_bytes},
     )
+    failpoints.hit("mid-build")
     digest = registry.put_manifest(target, tag, composed.manifest_bytes, composed.media_type)
     if digest != composed.manifest_digest:  # put_manifest checks the registry; this checks us
         raise BuildError(

@@ -1,0 +1,381 @@
+"""The reconcile loop end to end, against real servers: a bare Git repository (file://,
+`git daemon`, smart HTTP with Basic auth) and the real registry. Builds here are native
+(config-only pools); the `infra` pool of the examples needs a Containerfile build and
+is left unmanaged (its MachineOSConfig removed) except where a test says otherwise.
+
+What a user would notice is asserted on what they would look at: the remote's
+history (`git log`), the pin files, and what the registry holds.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler import controller
+from reconciler.adapters import git
+from reconciler.adapters.registry import RegistryClient
+from reconciler.core import history, pins
+from tests.fixtures.gitservers import GitServer, GitServers, files_from_dir, run_git
+from tests.fixtures.registry import BaseImage, RunningRegistry
+from tests.helpers import example_repo
+
+pytestmark = [pytest.mark.registry, pytest.mark.git]
+
+
+@dataclass
+class Fleet:
+    server: GitServer
+    registry: RunningRegistry
+    root: Path
+    prefix: str
+
+    def reconciler(self, name: str = "r1", **settings) -> controller.Reconciler:  # type: ignore[no-untyped-def]
+        work = self.root / name
+        mirror = git.Mirror(self.server.url, work / "mirror", self.server.auth)
+        client = self.registry.client()
+        _CLIENTS.append(client)
+        return controller.Reconciler(mirror, client, work, controller.RunSettings(**settings))
+
+    def log(self) -> list[str]:
+        """Subjects on the remote's main branch, newest first."""
+        return self.server.git("log", "--format=%s", "main").splitlines()
+
+    def pin(self, pool: str) -> pins.Pin:
+        text = self.server.git("show", f"main:pins/{pool}.yaml")
+        return pins.parse_pin(text)
+
+    def file(self, path: str) -> str:
+        return self.server.git("show", f"main:{path}")
+
+    def commit(self, files: dict[str, str | None], message: str) -> str:
+        return self.server.commit_files(files, message)
+
+    def tags(self, pool: str) -> list[str]:
+        out = subprocess.run(
+            ["skopeo", "list-tags", *self.registry.skopeo_args(),
+             f"docker://{self.registry.host}/{self.prefix}/{pool}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        return sorted(yaml.safe_load(out.stdout)["Tags"]) if out.returncode == 0 else []
+
+
+_CLIENTS: list[RegistryClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
+def seed_repo(tmp: Path, registry: RunningRegistry, base: str, prefix: str) -> dict[str, bytes]:
+    repo = example_repo(tmp / "seed", registry.host, base, prefix=prefix)
+    (repo / "machineosconfigs" / "infra.yaml").unlink()  # needs a Containerfile build
+    return files_from_dir(repo)
+
+
+def make_fleet(
+    git_servers: GitServers, transport: str, registry: RunningRegistry, base: BaseImage, tmp: Path
+) -> Fleet:
+    prefix = f"loop-{tmp.name}"[:60].lower().replace("_", "-")
+    server = git_servers.new_repo(transport, seed_repo(tmp, registry, base.ref, prefix))
+    return Fleet(server, registry, tmp, prefix)
+
+
+@pytest.fixture
+def fleet(
+    git_servers: GitServers, registry: RunningRegistry, base_image: BaseImage, tmp_path: Path
+) -> Fleet:
+    return make_fleet(git_servers, "file", registry, base_image, tmp_path)
+
+
+CHRONY = "machineconfigs/50-chrony.yaml"
+
+
+def change_chrony(fleet: Fleet, server: str) -> str:
+    text = fleet.file(CHRONY)
+    import base64
+    import re
+
+    def swap(m: re.Match[str]) -> str:
+        data = base64.b64decode(m.group(1)).decode()
+        return (
+            "source: data:;base64,"
+            + base64.b64encode(data.replace("ntp1.example.internal", server).encode()).decode()
+        )
+
+    new = re.sub(r"source: data:;base64,([A-Za-z0-9+/=]+)", swap, text)
+    return fleet.commit({CHRONY: new}, f"chrony: use {server}")
+
+
+# --- the basic cycle ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["file", "daemon", "http"])
+def test_first_pins_in_one_commit_then_nothing(
+    transport: str,
+    git_servers: GitServers,
+    registry: RunningRegistry,
+    base_image: BaseImage,
+    tmp_path: Path,
+) -> None:
+    fleet = make_fleet(git_servers, transport, registry, base_image, tmp_path)
+    config_head = fleet.server.head()
+    r = fleet.reconciler()
+    report = r.reconcile_once()
+    assert report.changed == ["master", "worker"]
+    assert report.pools["infra"].state == "unmanaged"
+    assert report.commit == fleet.server.head()
+    assert fleet.log()[0] == f"pin 2 pools: master, worker (config {config_head[:10]})"
+    # the commit touches only pins/
+    changed = fleet.server.git("show", "--name-only", "--format=", "main").split()
+    assert changed == ["pins/master.yaml", "pins/worker.yaml"]
+    worker = fleet.pin("worker")
+    assert worker.spec.source_commit == config_head
+    assert worker.spec.build.builder == "native"
+    assert worker.spec.build.base_image_digest == base_image.digest
+    assert registry.skopeo_digest(worker.spec.image) == worker.spec.digest
+    # trailers, so `git log` alone is an audit trail
+    trailers = fleet.server.git("log", "-1", "--format=%(trailers:only,unfold)", "main")
+    assert f"Image: {worker.spec.image}" in trailers
+    assert f"Source-Commit: {config_head}" in trailers
+    assert "Reconciled-By: reconciler" in trailers
+
+    # nothing changed: a second pass is skipped after one ls-remote, and makes no commit
+    again = r.reconcile_once()
+    assert again.skipped
+    assert fleet.server.head() == report.commit
+    # forced, it plans everything again and still commits nothing
+    forced = r.reconcile_once(force=True)
+    assert forced.commit is None
+    assert {p.state for p in forced.pools.values() if p.pool != "infra"} == {"unchanged"}
+    if transport == "http":
+        # the idle pass cost exactly one ls-remote (GET info/refs + POST upload-pack)
+        before = len(fleet.server.requests)
+        assert r.reconcile_once().skipped
+        assert [m for m, _ in fleet.server.requests[before:]] == ["GET", "POST"]
+
+
+def test_config_change_moves_only_affected_pools_in_one_commit(fleet: Fleet) -> None:
+    r = fleet.reconciler()
+    r.reconcile_once()
+    master_before, worker_before = fleet.pin("master"), fleet.pin("worker")
+    worker_kargs = "machineconfigs/05-worker-kernelargs.yaml"
+    fleet.commit({worker_kargs: fleet.file(worker_kargs).replace("audit=1", "audit=0")},
+                 "worker: audit off")  # fmt: skip
+    report = r.reconcile_once()
+    assert report.changed == ["worker"]
+    assert fleet.log()[0].startswith("pin worker to ")
+    assert fleet.pin("master") == master_before
+    worker = fleet.pin("worker")
+    assert worker.spec.digest != worker_before.spec.digest
+    assert worker.spec.inputs_digest != worker_before.spec.inputs_digest
+
+
+def test_config_revert_returns_to_the_earlier_image_without_a_build(fleet: Fleet) -> None:
+    r = fleet.reconciler()
+    r.reconcile_once()
+    first = fleet.pin("worker")
+    change = change_chrony(fleet, "ntp2.example.internal")
+    r.reconcile_once()
+    second = fleet.pin("worker")
+    assert second.spec.digest != first.spec.digest
+    # git revert of the config commit, by an admin
+    fleet.server.commit_files({CHRONY: fleet.server.git("show", f"{change}~1:{CHRONY}")},
+                              'Revert "chrony: use ntp2.example.internal"')  # fmt: skip
+    uploaded = r.registry.bytes_uploaded
+    report = r.reconcile_once()
+    assert report.changed == ["master", "worker"]
+    back = fleet.pin("worker")
+    assert back.spec.digest == first.spec.digest
+    assert back.spec.build.builder == "reused"
+    assert r.registry.bytes_uploaded == uploaded  # nothing was built or pushed
+
+
+def test_a_hand_reverted_pin_holds_the_pool_until_its_inputs_change(fleet: Fleet) -> None:
+    r = fleet.reconciler()
+    r.reconcile_once()
+    old = fleet.pin("master")
+    change_chrony(fleet, "ntp3.example.internal")
+    r.reconcile_once()
+    pin_commit = fleet.server.head()
+    assert fleet.pin("master").spec.digest != old.spec.digest
+    # an admin reverts the pin commit (git revert): master goes back and is held
+    work = fleet.server.scratch
+    run_git("fetch", "-q", "origin", cwd=work)
+    run_git("checkout", "-q", "-f", "-B", "main", "origin/main", cwd=work)
+    run_git("-c", "user.name=Admin", "-c", "user.email=admin@example.com", "revert",
+            "--no-edit", pin_commit, cwd=work)  # fmt: skip
+    run_git("push", "-q", "origin", "HEAD:refs/heads/main", cwd=work)
+    report = r.reconcile_once()
+    assert report.commit is None
+    assert report.pools["master"].state == "held"
+    assert fleet.pin("master").spec.digest == old.spec.digest
+    assert r.status.pools["master"].is_true("Held")
+    # a later input change for master ends the hold
+    masters = "machineconfigs/99-master-ssh.yaml"
+    fleet.commit({masters: fleet.file(masters).replace("oncall@", "pager@")}, "master: keys")
+    report = r.reconcile_once()
+    assert "master" in report.changed
+    assert not r.status.pools["master"].is_true("Held")
+
+
+def test_two_reconcilers_racing_end_with_one_commit(fleet: Fleet) -> None:
+    a, b = fleet.reconciler("a"), fleet.reconciler("b")
+    start = fleet.server.head()
+    barrier = threading.Barrier(2)
+    original = a.mirror.push
+
+    def slow_push(*args, **kw):  # type: ignore[no-untyped-def]
+        barrier.wait(10)  # both have committed locally on the same parent
+        return original(*args, **kw)
+
+    reports: dict[str, controller.PassReport] = {}
+
+    def run(name: str, r: controller.Reconciler) -> None:
+        if name == "a":
+            r.mirror.push = slow_push  # type: ignore[method-assign]
+        else:
+            original_b = r.mirror.push
+
+            def push_b(*args, **kw):  # type: ignore[no-untyped-def]
+                barrier.wait(10)
+                return original_b(*args, **kw)
+
+            r.mirror.push = push_b  # type: ignore[method-assign]
+        reports[name] = r.reconcile_once()
+
+    threads = [threading.Thread(target=run, args=(n, r)) for n, r in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    log = fleet.server.git("log", "--format=%H %s", f"{start}..main").splitlines()
+    assert len(log) == 1, log  # one pin commit, no conflict, nothing lost
+    winners = [n for n, rep in reports.items() if rep.commit]
+    assert len(winners) == 1
+    loser = next(n for n in reports if n not in winners)
+    assert reports[loser].attempts == 2  # rejected, fetched, re-planned: nothing to do
+    assert reports[loser].head == reports[winners[0]].commit
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+def test_one_broken_pool_keeps_its_pin_while_others_pin(fleet: Fleet) -> None:
+    r = fleet.reconciler()
+    r.reconcile_once()
+    master_pin = fleet.pin("master")
+    bad = (
+        "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\n"
+        "metadata:\n  name: 99-master-bad\n  labels:\n"
+        "    machineconfiguration.openshift.io/role: master\n"
+        "spec:\n  config:\n    ignition: {version: 3.2.0}\n    storage:\n"
+        "      files: [{path: etc/oops, contents: {source: 'data:,x'}}]\n"
+    )
+    fleet.commit({"machineconfigs/99-master-bad.yaml": bad}, "master: a broken file")
+    change_chrony(fleet, "ntp4.example.internal")
+    report = r.reconcile_once()
+    assert report.changed == ["worker"]
+    assert report.pools["master"].state == "stalled"
+    assert "etc/oops" in report.pools["master"].message
+    assert fleet.pin("master") == master_pin
+    assert r.status.pools["master"].is_true("Stalled")
+    # a config error is not retried on the same commit
+    assert r.status.pools["master"].retry_at is None
+    assert r.reconcile_once().skipped
+
+
+def test_registry_down_is_retried_and_pins_nothing(
+    git_servers: GitServers, registry: RunningRegistry, base_image: BaseImage, tmp_path: Path
+) -> None:
+    fleet = make_fleet(git_servers, "file", registry, base_image, tmp_path)
+    # the worker's images now go to a registry that is not there
+    mosc = "machineosconfigs/worker.yaml"
+    fleet.commit(
+        {mosc: fleet.file(mosc).replace(registry.host, "127.0.0.1:9")}, "worker: new registry"
+    )
+    work = tmp_path / "down"
+    mirror = git.Mirror(fleet.server.url, work / "mirror")
+    client = registry.client(insecure={registry.host, "127.0.0.1:9"}, retry_deadline_s=1)
+    _CLIENTS.append(client)
+    r = controller.Reconciler(mirror, client, work)
+    report = r.reconcile_once()
+    assert report.pools["worker"].state == "failed"
+    assert report.pools["worker"].transient
+    assert "127.0.0.1:9" in report.pools["worker"].message
+    assert report.changed == ["master"]
+    assert "pins/worker.yaml" not in fleet.server.git("ls-tree", "-r", "--name-only", "main")
+    status = r.status.pools["worker"]
+    assert status.retry_at is not None
+    assert status.failures == 1
+    # the retry is due even though Git did not move
+    r.clock = lambda: status.retry_at + 1  # type: ignore[method-assign,operator]
+    again = r.reconcile_once()
+    assert not again.skipped
+    assert r.status.pools["worker"].failures == 2
+
+
+# --- crash safety -------------------------------------------------------------------------
+
+
+def run_once(
+    fleet: Fleet, work: Path, failpoint: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("RECONCILER_FAILPOINT", None)
+    if failpoint:
+        env["RECONCILER_FAILPOINT"] = failpoint
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", "run", "--once", "--repo", fleet.server.url,
+         "--work-dir", str(work), "--insecure-registry", fleet.registry.host],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "failpoint",
+    ["after-load", "after-plan", "mid-build", "after-build", "after-commit", "after-push"],
+)
+def test_a_pass_killed_at_any_step_converges_on_restart(fleet: Fleet, failpoint: str) -> None:
+    work = fleet.root / "work"
+    start = fleet.server.head()
+    killed = run_once(fleet, work, failpoint)
+    assert killed.returncode == 137, killed.stderr
+    restarted = run_once(fleet, work)
+    assert restarted.returncode == 0, restarted.stderr
+    commits = fleet.server.git("log", "--format=%s", f"{start}..main").splitlines()
+    assert len(commits) == 1, commits  # exactly one pin commit: none lost, none doubled
+    for pool in ("master", "worker"):
+        pin = fleet.pin(pool)
+        assert fleet.registry.skopeo_digest(pin.spec.image) == pin.spec.digest
+    # one image per pool: the restart found what the killed pass had pushed
+    assert len(fleet.tags("worker")) == 1
+    third = run_once(fleet, work)
+    assert "no commit" in third.stdout
+    assert fleet.server.git("log", "--format=%s", f"{start}..main").splitlines() == commits
+
+
+def test_the_reconciler_never_reacts_to_its_own_commits(fleet: Fleet) -> None:
+    r = fleet.reconciler()
+    first = r.reconcile_once()
+    assert first.commit
+    follow = r.reconcile_once()
+    assert follow.skipped
+    # another replica sees our commit as a move, plans, and commits nothing
+    other = fleet.reconciler("other")
+    seen = other.reconcile_once()
+    assert seen.commit is None
+    assert not seen.skipped
+    head = other.mirror.log(seen.head, max_count=1)[0]
+    assert history.is_reconciler_commit(head)
