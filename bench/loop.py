@@ -27,10 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler import controller  # noqa: E402
-from reconciler.adapters import git  # noqa: E402
-from tests.fixtures import registry as reg_fixture  # noqa: E402
-from tests.fixtures.gitservers import files_from_dir, run_git  # noqa: E402
+from reconciler import controller
+from reconciler.adapters import git
+from tests.fixtures import registry as reg_fixture
+from tests.fixtures.gitservers import files_from_dir, run_git
 
 POOL_TEMPLATE = """apiVersion: machineconfiguration.openshift.io/v1
 kind: MachineConfigPool
@@ -251,9 +251,8 @@ def main() -> None:
     print("| transport | git ls-remote | idle pass | ratio | target |")
     print("|---|---|---|---|---|")
     for name, (lsr, idle_s) in idle.items():
-        print(
-            f"| {name} | {lsr * 1000:.1f} ms | {idle_s * 1000:.1f} ms | {idle_s / lsr:.2f} | <= 2.00 |"
-        )
+        ratio = idle_s / lsr
+        print(f"| {name} | {lsr * 1000:.1f} ms | {idle_s * 1000:.1f} ms | {ratio:.2f} | <= 2.00 |")
     print("\n3. one shared change reaching N pools")
     print("| pools | pass (plan, build, commit, push) | per pool | pin commits |")
     print("|---|---|---|---|")
