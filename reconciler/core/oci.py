@@ -42,7 +42,7 @@ from reconciler.core import canonical
 from reconciler.core.layer import Layer
 from reconciler.errors import ConfigError, ConfigProblem
 
-BUILDER_FORMAT_VERSION = "1"
+BUILDER_FORMAT_VERSION = "2"
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -78,7 +78,7 @@ def test_same_inputs_same_digest() -> None:
         {"base": "sha256:" + "b" * 64},
         {"rendered": "files"},
         {"architecture": "arm64"},
-        {"builder_format_version": "2"},
+        {"builder_format_version": "999"},
         {"ca_bundle": b"-----BEGIN CERTIFICATE-----\n"},
         {"os_config": mosc(containerFile=[{"containerfileArch": "NoArch", "content": "RUN true"}])},
         {"settings": model.ReconcilerConfigSpec(extensions={"sysstat": ["sysstat", "pcp"]})},

@@ -527,6 +527,17 @@ def test_core_ssh_keys_become_a_tmpfiles_file_owned_by_core() -> None:
     kind, _, mode, user, group, _, arg = tmpfile_line(p, imageplan.CORE_KEYS)
     assert (kind, mode, user, group) == ("f+~", "0600", "core", "core")
     assert base64.b64decode(arg).decode().splitlines() == KEYS
+    # the owner exists at boot even on bases without core (sysusers.d(5) syntax)
+    sysusers = entry(p, imageplan.CORE_SYSUSERS).data.decode().splitlines()
+    rules = [line.split() for line in sysusers if line and not line.startswith("#")]
+    assert rules[0][:3] == ["u", "core", "-"]
+    assert rules[0][-2:] == ["/var/home/core", "/bin/bash"]
+    assert ["m", "core", "wheel"] in rules
+
+
+def test_no_core_user_without_core_keys() -> None:
+    p = plan({"storage": {"files": [{"path": "/etc/motd", "contents": {"source": "data:,hi"}}]}})
+    assert all(e.path != imageplan.CORE_SYSUSERS for e in p.entries)
 
 
 def test_password_hash_is_refused() -> None:
