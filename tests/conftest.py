@@ -19,4 +19,5 @@ pytest_plugins = [
     "tests.fixtures.gitservers",
     "tests.fixtures.kubeapi",
     "tests.fixtures.bootc",
+    "tests.fixtures.buildbase",
 ]

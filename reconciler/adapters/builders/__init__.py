@@ -1,17 +1,71 @@
-"""Builders: turn a `PoolPlan` into an image in the registry and return its digest."""
+"""Builders: turn a `PoolPlan` into an image in the registry and return its digest.
+
+`native` (native.py) pushes config-only images in-process; plans with RUN steps go to a
+Containerfile builder: `buildah` (buildah.py, on this machine) or `job` (kubejob.py, a
+Kubernetes Job running buildah). Both run the same `build.sh` (script.py).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from reconciler.adapters.registry import RegistryClient
+from reconciler.adapters.builders import buildah, kubejob
+from reconciler.adapters.registry import RegistryClient
+
+log = logging.getLogger(__name__)
 
 
-def available(registry: RegistryClient, **options: Any) -> dict[str, Any]:
+def available(
+    registry: RegistryClient,
+    *,
+    work_dir: str | os.PathLike[str] | None = None,
+    build_timeout_s: float | None = None,
+    build_log_dir: str | os.PathLike[str] | None = None,
+    storage_driver: str = "vfs",
+    kubeconfig: str | os.PathLike[str] | None = None,
+    in_cluster: bool | None = None,
+    namespace: str | None = None,
+    builder_image: str | None = None,
+) -> dict[str, Any]:
     """The Containerfile builders this machine can run, by name (`buildah`, `job`).
 
-    Empty until the Containerfile builders land; `building.ensure_image` then says
-    which builder a pool needs and that none is configured.
+    - `buildah` when `buildah` is on PATH; its storage, build directories and logs live
+      under `work_dir` (default: a `reconciler` directory in the system temp dir), logs
+      in `build_log_dir` if given.
+    - `job` when a kubeconfig is given, or when running in a pod
+      (`KUBERNETES_SERVICE_HOST`, or `in_cluster=True`); Jobs go to `namespace`
+      (default: the pod's own namespace, else `default`).
+
+    `build_timeout_s` bounds a build in both. A pool whose builder is missing fails in
+    `building.ensure_image` saying so.
     """
-    return {}
+    found: dict[str, Any] = {}
+    timeout = build_timeout_s if build_timeout_s is not None else buildah.DEFAULT_TIMEOUT_S
+    if shutil.which("buildah") is not None:
+        base = (
+            Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir()) / "reconciler"
+        )
+        found["buildah"] = buildah.BuildahBuilder(
+            registry,
+            base,
+            timeout_s=timeout,
+            log_dir=Path(build_log_dir) if build_log_dir is not None else None,
+            storage_driver=storage_driver,
+        )
+    if in_cluster is None:
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if kubeconfig is not None or in_cluster:
+        found["job"] = kubejob.JobBuilder.connect(
+            registry,
+            kubeconfig=kubeconfig,
+            namespace=namespace,
+            timeout_s=timeout,
+            builder_image=builder_image,
+        )
+    log.debug("Containerfile builders available: %s", ", ".join(found) or "none")
+    return found

@@ -1,0 +1,304 @@
+"""The buildah builder: build a pool's Containerfile on this machine and push it.
+
+Stage: build, for plans with RUN steps (extensions, kernel swap, the admin's
+containerFile). Input: a `PoolPlan`. Output: the digest of the pushed image manifest,
+or a `BuildError` with the log's last lines (`transient=False` when a build step
+failed: the same inputs fail the same way; `True` for pull, push, timeout or a killed
+build).
+
+How, and why:
+- `build.sh` does the work (pull the base by digest, `buildah bud`, `buildah push
+  --digestfile`), the same script a Kubernetes Job runs (`kubejob.py`).
+- `--isolation chroot`: no OCI runtime, no cgroups; crun fails on this kind of host
+  (cgroup v1 hybrid, reference test-infrastructure.md §4) and chroot needs nothing but
+  buildah. `--timestamp 0`: two builds of the same inputs give the same digest.
+- Storage is the builder's own: `<work_dir>/containers` (graph root, run root, vfs or
+  overlay) with its own `storage.conf` and `containers.conf` (runtime runc, lowered
+  ulimits: the working settings of reference §4), so nothing depends on the host's
+  `/etc/containers` or disturbs other users of buildah. The base stays cached there;
+  built images are removed after the push.
+- One build at a time per storage (a file lock), so working containers left by a
+  killed build (a reconciler restart, a timeout) are stale by definition and the
+  script removes them before building: a killed build never breaks the next one, and
+  nothing it left behind is reused.
+- Logs stream line by line to `<log_dir>/<pool>-<id>.log` and to the logger (one INFO
+  line per Containerfile step, the rest at DEBUG), with every credential string
+  replaced by `***`. The log is kept when the build fails, removed when it succeeds.
+- A timeout kills the whole process group (buildah and what it started).
+- Credentials: the registry client's, for exactly the base and the target, written to
+  a private (0600) auth file for the build's duration (`--authfile`), so pull secrets
+  and every auth-file format the client reads work with buildah too; `--tls-verify=false`
+  only for the client's plain-HTTP hosts; the client's CA file via `--cert-dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from reconciler.adapters.builders import script
+from reconciler.adapters.registry import RegistryClient
+from reconciler.errors import BuildError
+from reconciler.planning import PoolPlan
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 3600.0
+_STEP_RE = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+_KILL_GRACE_S = 5.0
+
+CONTAINERS_CONF = """\
+# Written by the reconciler's buildah builder (reference test-infrastructure.md §4).
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+
+[engine]
+runtime = "runc"
+"""
+
+
+class BuildahBuilder:
+    """Builds with `buildah bud --isolation chroot` on this machine (module docstring)."""
+
+    name = "buildah"
+
+    def __init__(
+        self,
+        registry: RegistryClient,
+        work_dir: Path,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        log_dir: Path | None = None,
+        storage_driver: str = "vfs",
+        buildah: str = "buildah",
+    ) -> None:
+        if storage_driver not in ("vfs", "overlay"):
+            raise ValueError(f"storage driver {storage_driver!r}: use vfs or overlay")
+        self.registry = registry
+        self.work_dir = Path(work_dir)
+        self.timeout_s = timeout_s
+        self.log_dir = Path(log_dir) if log_dir is not None else self.work_dir / "build-logs"
+        self.storage_driver = storage_driver
+        self.buildah = buildah
+        self.last_pgid: int | None = None
+        """The process group of the latest build (tests check it is gone after a kill)."""
+
+    # --- paths ----------------------------------------------------------------------------
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.work_dir / "containers"
+
+    def _configure_storage(self) -> dict[str, str]:
+        root = self.storage_dir
+        (root / "storage").mkdir(parents=True, exist_ok=True)
+        (root / "run").mkdir(parents=True, exist_ok=True)
+        storage_conf = root / "storage.conf"
+        storage_conf.write_text(
+            "[storage]\n"
+            f'driver = "{self.storage_driver}"\n'
+            f'graphroot = "{root / "storage"}"\n'
+            f'runroot = "{root / "run"}"\n'
+        )
+        containers_conf = root / "containers.conf"
+        containers_conf.write_text(CONTAINERS_CONF)
+        return {
+            "CONTAINERS_STORAGE_CONF": str(storage_conf),
+            "CONTAINERS_CONF": str(containers_conf),
+            "STORAGE_DRIVER": self.storage_driver,
+            "STORAGE_ROOT": str(root / "storage"),
+            "STORAGE_RUNROOT": str(root / "run"),
+        }
+
+    @contextlib.contextmanager
+    def _storage_lock(self, pool: str) -> Iterator[None]:
+        self.storage_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.storage_dir / "lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("pool %s: waiting for another build to finish with %s", pool,
+                         self.storage_dir)  # fmt: skip
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    # --- the build ------------------------------------------------------------------------
+
+    def build(self, plan: PoolPlan) -> str:
+        """Build `plan`'s Containerfile, push it to `plan.target`; return the digest."""
+        if shutil.which(self.buildah) is None:
+            raise BuildError(
+                f"pool {plan.pool}: {self.buildah!r} is not on PATH; install buildah "
+                "(scripts/setup does) or use the Job builder",
+                transient=False,
+            )
+        inputs = script.prepare(plan)
+        build_dir = self.work_dir / "builds" / f"{plan.pool}-{inputs.short_id}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{plan.pool}-{inputs.short_id}.log"
+        auth = script.auth_document(
+            self.registry.credentials, [inputs.base, inputs.target]
+        )  # fmt: skip
+        with self._storage_lock(plan.pool):
+            # A directory left by a killed build is replaced, never reused.
+            shutil.rmtree(build_dir, ignore_errors=True)
+            input_dir, work = build_dir / "input", build_dir / "work"
+            input_dir.mkdir(parents=True)
+            work.mkdir()
+            os.chmod(build_dir, 0o700)
+            for name, data in inputs.files().items():
+                (input_dir / name).write_bytes(data)
+            env = self._env(inputs, input_dir, work)
+            if not auth.empty:
+                authfile = build_dir / "auth.json"
+                fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(auth.data)
+                env["PULL_AUTHFILE"] = env["PUSH_AUTHFILE"] = str(authfile)
+                log.debug("pool %s: registry logins from %s", plan.pool, ", ".join(auth.sources))
+            try:
+                code, tail = self._run(inputs, env, log_path, script.LogTail(auth.secrets))
+            finally:
+                # The auth file never outlives the build, whatever happened.
+                (build_dir / "auth.json").unlink(missing_ok=True)
+            where = f"build log: {log_path}"
+            if code != 0:
+                raise script.failure(inputs, code, tail, where=where)
+            digest = script.check_digest(inputs, (work / "digest.out").read_text(), where=where)
+            shutil.rmtree(build_dir, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+        log.info("pool %s: pushed %s@%s (buildah)", plan.pool, inputs.target, digest)
+        return digest
+
+    def _env(self, inputs: script.BuildInputs, input_dir: Path, work: Path) -> dict[str, str]:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            # Our auth file and storage replace whatever the environment names.
+            if k not in ("REGISTRY_AUTH_FILE", "CONTAINERS_STORAGE_CONF", "CONTAINERS_CONF")
+        }
+        env.update(self._configure_storage())
+        insecure = self.registry.insecure
+        env.update(
+            INPUT_DIR=str(input_dir),
+            WORK_DIR=str(work),
+            BASE_IMAGE=inputs.base_image,
+            IMAGE=inputs.image,
+            DIGEST_FILE=str(work / "digest.out"),
+            PULL_TLS_VERIFY=script.env_flags(inputs.base.registry, insecure),
+            PUSH_TLS_VERIFY=script.env_flags(inputs.target.registry, insecure),
+            TIMESTAMP="0",
+        )
+        if self.registry.ca_file:
+            certs = work / "certs"
+            certs.mkdir()
+            shutil.copy(self.registry.ca_file, certs / "ca.crt")
+            env["CERT_DIR"] = str(certs)
+        return env
+
+    def _run(
+        self,
+        inputs: script.BuildInputs,
+        env: dict[str, str],
+        log_path: Path,
+        tail: script.LogTail,
+    ) -> tuple[int | None, str]:
+        """Run build.sh; stream its output; returns (exit status or None if killed, tail)."""
+        started = time.monotonic()
+        log.info("pool %s: building %s with buildah", inputs.pool, inputs.image)
+        with open(log_path, "w") as log_file:
+            proc = subprocess.Popen(
+                ["bash", str(script.SCRIPT)],
+                env=env,
+                cwd=env["WORK_DIR"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: a timeout kills it all
+            )
+            self.last_pgid = proc.pid
+            if proc.stdout is None:  # cannot happen with stdout=PIPE; says so to mypy
+                raise RuntimeError("no pipe from the build")
+            reader = threading.Thread(
+                target=self._stream,
+                args=(inputs.pool, proc.stdout, log_file, tail, started),
+                name=f"buildah-log-{inputs.pool}",
+                daemon=True,
+            )
+            reader.start()
+            try:
+                code: int | None = proc.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                code = None
+                reader.join(timeout=_KILL_GRACE_S)
+                message = (
+                    f"pool {inputs.pool}: the build of {inputs.image} took longer than "
+                    f"{self.timeout_s:.0f}s and was stopped; build log: {log_path}; "
+                    "raise --build-timeout if the build is just slow"
+                )
+                raise BuildError(message, log_tail=tail.text(), transient=True) from None
+            except BaseException:
+                # Interrupted (Ctrl-C, shutdown): never leave a build running behind us.
+                _kill_group(proc)
+                raise
+            reader.join(timeout=_KILL_GRACE_S)
+        if code is not None and code < 0:
+            code = None  # killed by a signal
+        log.info("pool %s: build finished with status %s in %.1fs", inputs.pool, code,
+                 time.monotonic() - started)  # fmt: skip
+        return code, tail.text()
+
+    @staticmethod
+    def _stream(
+        pool: str, out: IO[bytes], log_file: IO[str], tail: script.LogTail, started: float
+    ) -> None:
+        for raw in iter(out.readline, b""):
+            line = tail.add(raw.decode(errors="replace"))
+            log_file.write(line + "\n")
+            log_file.flush()
+            step = _STEP_RE.match(line)
+            if step:
+                log.info("pool %s: step %s/%s %s (%.0fs)", pool, step[1], step[2],
+                         step[3][:120], time.monotonic() - started)  # fmt: skip
+            elif line.startswith("reconciler-build:"):
+                log.info("pool %s: %s", pool, line.removeprefix("reconciler-build: "))
+            else:
+                log.debug("pool %s: %s", pool, line)
+        out.close()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the build's process group, SIGKILL after a grace period."""
+    for sig, wait in ((signal.SIGTERM, _KILL_GRACE_S), (signal.SIGKILL, _KILL_GRACE_S)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        break
+    # The leader is gone; anything else left in its group goes too, and we wait until
+    # it has (so a new build never races the old one for the storage).
+    deadline = time.monotonic() + _KILL_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    log.warning("build process group %d did not exit after SIGKILL", proc.pid)

@@ -1,0 +1,241 @@
+"""The buildah builder against the real distribution registry.
+
+Real: buildah (`bud --isolation chroot`, vfs storage in the test's directory), the
+registry (plain and with Basic auth), skopeo and umoci to read back what was pushed,
+the HTTP package source the RUN steps download from. Stand-ins, said plainly: `dnf`,
+`rpm`, `update-ca-trust` and `bootc` inside the base image are shell shims
+(`tests/fixtures/buildbase.py`); the base is a busybox root made by the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler import building, planning
+from reconciler.adapters import worktree
+from reconciler.adapters.builders.buildah import BuildahBuilder
+from reconciler.adapters.registry import RegistryClient
+from reconciler.core import load
+from reconciler.errors import BuildError
+from tests.fixtures.buildbase import RT_KERNEL_VERSION, BuildBase
+from tests.fixtures.registry import KERNEL_VERSION, PASSWORD, USERNAME, RunningRegistry
+from tests.helpers import example_repo
+
+pytestmark = [pytest.mark.buildah, pytest.mark.registry]
+
+_CLIENTS: list[RegistryClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
+def make_repo(
+    dest: Path,
+    registry: RunningRegistry,
+    base_ref: str,
+    *,
+    container_file: str | None = None,
+    extensions: dict[str, list[str]] | None = None,
+) -> Path:
+    """The examples, pushing to `registry/<dest name>/<pool>`, built FROM `base_ref`;
+    optionally with a `containerFile` for infra and an extensions table."""
+    repo = example_repo(dest, registry.host, base_ref, prefix=dest.parent.name)
+    if container_file is not None:
+        path = repo / "machineosconfigs/infra.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["spec"]["containerFile"] = [{"containerfileArch": "NoArch", "content": container_file}]
+        path.write_text(yaml.safe_dump(doc))
+    if extensions is not None:
+        path = repo / "reconciler.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["spec"]["extensions"] = extensions
+        path.write_text(yaml.safe_dump(doc))
+    return repo
+
+
+def plan_infra(
+    registry: RunningRegistry, repo_dir: Path
+) -> tuple[RegistryClient, planning.PoolPlan]:
+    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    client = registry.client()
+    _CLIENTS.append(client)
+    plan = planning.Planner(client).plan_pools(repo, ["infra"])["infra"]
+    assert isinstance(plan, planning.PoolPlan), plan
+    assert plan.builder == "buildah"
+    return client, plan
+
+
+def unpack(registry: RunningRegistry, image: str, dest: Path) -> Path:
+    """skopeo copy + umoci unpack of `image`; returns the root filesystem."""
+    dest.mkdir(parents=True)
+    layout = dest / "oci"
+    registry.skopeo("copy", *registry.skopeo_args(), f"docker://{image}", f"oci:{layout}:img")
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:img", str(dest / "bundle")],
+                   check=True, capture_output=True)  # fmt: skip
+    return dest / "bundle" / "rootfs"
+
+
+def buildah_containers(builder: BuildahBuilder) -> list[str]:
+    storage = builder.storage_dir
+    out = subprocess.run(
+        ["buildah", "--root", str(storage / "storage"), "--runroot", str(storage / "run"),
+         "--storage-driver", "vfs", "containers", "--quiet"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.split()
+
+
+def test_extensions_and_kernel_swap_land_in_the_pushed_image(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    client, plan = plan_infra(registry, make_repo(tmp_path / "repo", registry, dnf_base.ref))
+    builder = BuildahBuilder(client, tmp_path / "work")
+    before = len(dnf_base.repo.requests)
+
+    result = building.ensure_image(client, plan, {"buildah": builder})
+
+    assert result.built_by == "buildah"
+    assert str(result.image) == f"{plan.target.registry}/{plan.target.repository}@{result.digest}"
+    assert registry.skopeo_digest(str(plan.target)) == result.digest
+    # the packages came from the package source, over the network
+    fetched = dnf_base.repo.requests[before:]
+    assert any("/sysstat.tar" in r for r in fetched)
+    assert any("/kernel-rt-core.tar" in r for r in fetched)
+
+    rootfs = unpack(registry, str(result.image), tmp_path / "out")
+    assert (rootfs / "usr/bin/sar").read_text().startswith("#!/bin/sh")  # extension sysstat
+    assert (rootfs / f"usr/lib/modules/{RT_KERNEL_VERSION}/vmlinuz").is_file()  # realtime
+    assert not (rootfs / f"usr/lib/modules/{KERNEL_VERSION}/vmlinuz").exists()  # old removed
+    assert "ntp1.example.internal" in (rootfs / "etc/chrony.conf").read_text()  # config layer
+    labels = json.loads(registry.skopeo("inspect", *registry.skopeo_args(),
+                                        f"docker://{result.image}"))["Labels"]  # fmt: skip
+    assert labels["gitops.bootc.dev/inputs-digest"] == plan.inputs_digest
+    assert labels["containers.bootc"] == "1"
+
+    # Built once: the next call finds the tag and builds nothing.
+    again = building.ensure_image(client, plan, {"buildah": builder})
+    assert (again.built_by, again.digest) == ("reused", result.digest)
+    # Nothing left behind but the cached base: no build dir, no log, no container.
+    assert list((tmp_path / "work" / "builds").iterdir()) == []
+    assert list(builder.log_dir.iterdir()) == []
+    assert buildah_containers(builder) == []
+
+
+def test_two_builds_of_the_same_inputs_give_the_same_digest(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    client, plan = plan_infra(registry, make_repo(tmp_path / "repo", registry, dnf_base.ref))
+    # Separate storage each time: nothing cached but the base pulled again.
+    first = BuildahBuilder(client, tmp_path / "a").build(plan)
+    second = BuildahBuilder(client, tmp_path / "b").build(plan)
+    assert first == second
+    assert registry.skopeo_digest(str(plan.target)) == first
+
+
+def test_a_failing_run_step_is_a_clear_error_with_the_log_tail_and_pushes_nothing(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref,
+                     extensions={"sysstat": ["sysstat", "no-such-package"]})  # fmt: skip
+    client, plan = plan_infra(registry, repo)
+    builder = BuildahBuilder(client, tmp_path / "work")
+
+    with pytest.raises(BuildError) as info:
+        building.ensure_image(client, plan, {"buildah": builder})
+
+    err = info.value
+    assert err.transient is False  # the same inputs fail the same way: wait for a commit
+    message = str(err)
+    assert message.startswith("pool infra: the build failed (a RUN step or the Containerfile)")
+    assert "Unable to find a match: no-such-package" in err.log_tail
+    assert "STEP 2/" in err.log_tail  # which step, from buildah's own output
+    log_path = builder.log_dir / f"infra-{plan.inputs_digest[7:19]}.log"
+    assert f"build log: {log_path}" in message
+    assert "Unable to find a match: no-such-package" in log_path.read_text()  # kept
+    assert len(err.log_tail.splitlines()) <= 30
+    # nothing pushed, so nothing a pin could name
+    assert client.manifest_digest(plan.target, plan.target.tag or "") is None
+    # a progress line per step went to the logger
+    steps = [r.getMessage() for r in caplog.records if "infra: step " in r.getMessage()]
+    assert steps
+    assert steps[0].startswith("pool infra: step 1/")
+
+
+def test_credentials_reach_buildah_and_never_show(
+    registry_basic: RunningRegistry,
+    dnf_base: BuildBase,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    base_ref = dnf_base.copy_to(registry_basic)
+    ok_repo = make_repo(tmp_path / "ok" / "repo", registry_basic, base_ref)
+    client, plan = plan_infra(registry_basic, ok_repo)
+    builder = BuildahBuilder(client, tmp_path / "work")
+    digest = builder.build(plan)  # pulls and pushes through Basic auth
+    assert registry_basic.skopeo_digest(str(plan.target)) == digest
+
+    bad_repo = make_repo(tmp_path / "bad" / "repo", registry_basic, base_ref,
+                         container_file=f"RUN echo {PASSWORD} && false")  # fmt: skip
+    client, plan = plan_infra(registry_basic, bad_repo)
+    with pytest.raises(BuildError) as info:
+        builder.build(plan)
+    # The password was in the build's own output (the admin's RUN echoed it) and
+    # is redacted everywhere we write it: the error, the kept log, our logger.
+    assert PASSWORD not in str(info.value)
+    assert "echo *** && false" in info.value.log_tail
+    kept = next(builder.log_dir.iterdir()).read_text()
+    assert PASSWORD not in kept
+    assert "***" in kept
+    assert all(PASSWORD not in r.getMessage() for r in caplog.records)
+    # The auth file lived only as long as the build.
+    assert not list((tmp_path / "work").rglob("auth.json"))
+    assert USERNAME not in kept
+
+
+def test_a_timeout_kills_the_build_and_what_it_left_does_not_break_the_next(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    # The RUN step hangs while the package source serves a marker file, so the same
+    # inputs first hang (and are killed), then build once the marker is gone.
+    marker = dnf_base.repo.directory / f"hang-{tmp_path.name}"
+    marker.write_text("hang\n")
+    step = f"RUN if wget -q -O /dev/null {dnf_base.repo.url}/{marker.name}; then sleep 600; fi"
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref, container_file=step)
+    client, plan = plan_infra(registry, repo)
+    builder = BuildahBuilder(client, tmp_path / "work", timeout_s=8)
+
+    with pytest.raises(BuildError) as info:
+        builder.build(plan)
+    assert info.value.transient is True
+    assert "took longer than 8s and was stopped" in str(info.value)
+    assert "STEP" in info.value.log_tail
+    assert builder.last_pgid is not None
+    with pytest.raises(ProcessLookupError):  # the whole process group is gone
+        os.killpg(builder.last_pgid, 0)
+    # What the killed build left: its working container and its directory.
+    build_dir = tmp_path / "work" / "builds" / f"infra-{plan.inputs_digest[7:19]}"
+    assert buildah_containers(builder) != []
+    assert build_dir.is_dir()
+    assert client.manifest_digest(plan.target, plan.target.tag or "") is None
+
+    # A restarted reconciler (a new builder on the same directory) builds the same
+    # inputs from scratch without tripping over the leftovers, and cleans them up.
+    marker.unlink()
+    restarted = BuildahBuilder(client, tmp_path / "work")
+    digest = restarted.build(plan)
+    assert registry.skopeo_digest(str(plan.target)) == digest
+    assert buildah_containers(restarted) == []
+    assert not build_dir.exists()

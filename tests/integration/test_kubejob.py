@@ -1,0 +1,349 @@
+"""The Kubernetes Job builder against the fake API server, with real builds.
+
+Real: the registry, buildah (run by the fake kubelet on this machine), the official
+`kubernetes` client speaking the real REST paths, the Kubernetes OpenAPI schemas
+(`kubernetes-validate`, strict) for every object the builder creates. Stand-ins, said
+plainly: the API server (`tests/fixtures/kubeapi.py`) and the Job controller plus
+kubelet (`tests/fixtures/kubelet.py`, which runs the pod's command here instead of in
+the builder image); `dnf`/`rpm`/`bootc` in the base image are shims
+(`tests/fixtures/buildbase.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from reconciler import building, planning
+from reconciler.adapters import worktree
+from reconciler.adapters.builders import kubejob, script
+from reconciler.adapters.kube import Kube
+from reconciler.adapters.registry import RegistryClient
+from reconciler.core import load
+from reconciler.errors import BuildError
+from tests.fixtures.buildbase import BuildBase
+from tests.fixtures.kubeapi import FakeKube
+from tests.fixtures.kubelet import FakeKubelet
+from tests.fixtures.registry import PASSWORD, RunningRegistry, free_port
+from tests.helpers import example_repo
+
+pytestmark = [pytest.mark.buildah, pytest.mark.registry]
+
+NS = "builds"
+# The oldest and newest API versions we check the objects against.
+K8S_VERSIONS = ("1.29.0", "1.37.0")
+
+_CLIENTS: list[RegistryClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
+@pytest.fixture
+def kubelet(kubeapi: FakeKube, tmp_path: Path) -> Iterator[FakeKubelet]:
+    fake = FakeKubelet(kubeapi, tmp_path / "kubelet").start()
+    yield fake
+    fake.stop()
+
+
+def make_repo(
+    dest: Path,
+    registry: RunningRegistry,
+    base_ref: str,
+    *,
+    push_secret: str | None = "fleet-push-secret",  # noqa: S107 (a Secret's name)
+    push_spec: str | None = None,
+    extensions: dict[str, list[str]] | None = None,
+) -> Path:
+    repo = example_repo(dest, registry.host, base_ref, prefix=dest.parent.name)
+    path = repo / "machineosconfigs/infra.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["spec"]["imageBuilder"] = {"imageBuilderType": "Job"}
+    if push_secret is None:
+        doc["spec"].pop("renderedImagePushSecret", None)
+    else:
+        doc["spec"]["renderedImagePushSecret"] = {"name": push_secret}
+    if push_spec is not None:
+        doc["spec"]["renderedImagePushSpec"] = push_spec
+    path.write_text(yaml.safe_dump(doc))
+    if extensions is not None:
+        conf = repo / "reconciler.yaml"
+        settings = yaml.safe_load(conf.read_text())
+        settings["spec"]["extensions"] = extensions
+        conf.write_text(yaml.safe_dump(settings))
+    return repo
+
+
+def plan_infra(
+    registry: RunningRegistry, repo_dir: Path
+) -> tuple[RegistryClient, planning.PoolPlan]:
+    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    client = registry.client()
+    _CLIENTS.append(client)
+    plan = planning.Planner(client).plan_pools(repo, ["infra"])["infra"]
+    assert isinstance(plan, planning.PoolPlan), plan
+    assert plan.builder == "job"
+    return client, plan
+
+
+def job_builder(client: RegistryClient, kubeapi: FakeKube, **kw: Any) -> kubejob.JobBuilder:
+    kw.setdefault("timeout_s", 300)
+    kw.setdefault("poll_s", 0.05)
+    return kubejob.JobBuilder(client, Kube.connect(kubeapi.kubeconfig), namespace=NS, **kw)
+
+
+def push_secret(
+    kubeapi: FakeKube, registry: RunningRegistry, name: str = "fleet-push-secret"
+) -> None:
+    """The Secret a MachineOSConfig names, as `kubectl create secret docker-registry`
+    makes it, from the registry's auth file."""
+    kubeapi.create(
+        "secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS},
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": {
+                ".dockerconfigjson": base64.b64encode(registry.authfile.read_bytes()).decode()
+            },
+        },
+        NS,
+    )
+
+
+def created(kubeapi: FakeKube, resource: str) -> list[dict[str, Any]]:
+    return [c.object for c in kubeapi.changes(resource) if c.verb == "create"]
+
+
+def validate(obj: dict[str, Any]) -> None:
+    for version in K8S_VERSIONS:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_the_job_builds_pushes_returns_the_digest_and_cleans_up(
+    registry: RunningRegistry,
+    dnf_base: BuildBase,
+    kubeapi: FakeKube,
+    kubelet: FakeKubelet,
+    tmp_path: Path,
+) -> None:
+    client, plan = plan_infra(registry, make_repo(tmp_path / "repo", registry, dnf_base.ref))
+    push_secret(kubeapi, registry)
+    builder = job_builder(client, kubeapi)
+
+    result = building.ensure_image(client, plan, {"job": builder})
+
+    assert result.built_by == "job"
+    assert registry.skopeo_digest(str(plan.target)) == result.digest
+    name = kubejob.job_name("infra", plan.inputs_digest)
+    [job] = created(kubeapi, "jobs")
+    assert job["metadata"]["name"] == name
+    assert job["metadata"]["annotations"][kubejob.INPUTS_ANNOTATION] == plan.inputs_digest
+    # what the API server was sent is what a real one accepts
+    for obj in (job, *created(kubeapi, "configmaps")):
+        validate(obj)
+    # the pod ran the very script the local builder runs, shipped in the ConfigMap
+    [argv] = kubelet.commands
+    assert argv[0] == "/bin/bash"
+    assert Path(argv[1]).read_text() == script.SCRIPT.read_text()
+    assert Path(argv[1]).is_symlink()  # through the ConfigMap volume's ..data link
+    # the digest came back as the termination message
+    [pod] = kubeapi.list("pods", NS)
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["message"] == result.digest
+    # the named push secret was mounted, no Secret of ours was made
+    assert [s["metadata"]["name"] for s in created(kubeapi, "secrets")] == ["fleet-push-secret"]
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["push-auth"]["secret"]["secretName"] == "fleet-push-secret"
+    # cleaned up on success
+    assert kubeapi.list("jobs", NS) == []
+    assert kubeapi.list("configmaps", NS) == []
+
+
+def test_the_objects_are_what_a_cluster_accepts(
+    registry_basic: RunningRegistry, dnf_base: BuildBase, kubeapi: FakeKube, tmp_path: Path
+) -> None:
+    base_ref = dnf_base.copy_to(registry_basic)
+    repo = make_repo(tmp_path / "repo", registry_basic, base_ref, push_secret=None)
+    client, plan = plan_infra(registry_basic, repo)
+    objects = job_builder(client, kubeapi).manifests(plan)
+    for kind in ("job", "configmap", "secret"):
+        validate(objects[kind])
+
+    spec = objects["job"]["spec"]
+    assert spec["backoffLimit"] == 3  # MCO's four attempts
+    assert spec["podFailurePolicy"]["rules"][0]["action"] == "FailJob"
+    assert spec["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 11]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
+    [container] = pod["containers"]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["DIGEST_FILE"] == container["terminationMessagePath"]
+    assert env["PUSH_TLS_VERIFY"] == "false"  # plain-HTTP test registry, named insecure
+    # logins only in the Secret, never in the Job or the ConfigMap
+    secret = objects["secret"]
+    auth = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))
+    assert set(auth["auths"]) == {registry_basic.host}
+    assert PASSWORD not in json.dumps(objects["job"]) + json.dumps(objects["configmap"])
+
+    # The validator is strict: a misspelt field or a wrong type is refused.
+    bad = json.loads(json.dumps(objects["job"]))
+    bad["spec"]["backofLimit"] = bad["spec"].pop("backoffLimit")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
+    bad = json.loads(json.dumps(objects["job"]))
+    bad["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
+
+
+def test_our_secret_carries_the_logins_and_goes_away_with_the_job(
+    registry_basic: RunningRegistry,
+    dnf_base: BuildBase,
+    kubeapi: FakeKube,
+    kubelet: FakeKubelet,
+    tmp_path: Path,
+) -> None:
+    base_ref = dnf_base.copy_to(registry_basic)
+    repo = make_repo(tmp_path / "repo", registry_basic, base_ref, push_secret=None)
+    client, plan = plan_infra(registry_basic, repo)
+
+    digest = job_builder(client, kubeapi).build(plan)  # pull and push with Basic auth
+
+    assert registry_basic.skopeo_digest(str(plan.target)) == digest
+    [secret] = created(kubeapi, "secrets")
+    validate(secret)
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    assert kubeapi.list("secrets", NS) == []  # deleted with the Job
+
+
+def test_a_failing_build_fails_the_job_at_once_and_keeps_it_for_inspection(
+    registry: RunningRegistry,
+    dnf_base: BuildBase,
+    kubeapi: FakeKube,
+    kubelet: FakeKubelet,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref,
+                     extensions={"sysstat": ["sysstat", "no-such-package"]})  # fmt: skip
+    client, plan = plan_infra(registry, repo)
+    push_secret(kubeapi, registry)
+    builder = job_builder(client, kubeapi)
+
+    with pytest.raises(BuildError) as info:
+        building.ensure_image(client, plan, {"job": builder})
+
+    err = info.value
+    name = kubejob.job_name("infra", plan.inputs_digest)
+    assert err.transient is False
+    assert "the build failed (a RUN step or the Containerfile)" in str(err)
+    assert f"kubectl -n {NS} logs job/{name}" in str(err)
+    assert "Unable to find a match: no-such-package" in err.log_tail
+    assert len(kubeapi.list("pods", NS)) == 1  # podFailurePolicy: no pointless retries
+    job = kubeapi.get("jobs", name, NS)
+    assert job["status"]["conditions"][-1]["reason"] == "PodFailurePolicy"
+    assert kubeapi.find("configmaps", f"{name}-context", NS) is not None  # kept
+    assert client.manifest_digest(plan.target, plan.target.tag or "") is None
+
+    # The next pass reports the same failure; it does not start a second Job.
+    with pytest.raises(BuildError) as again:
+        builder.build(plan)
+    assert "Unable to find a match: no-such-package" in again.value.log_tail
+    assert len(created(kubeapi, "jobs")) == 1
+
+
+class Restart(BaseException):
+    """The reconciler process going away mid-wait."""
+
+
+def test_a_restarted_reconciler_waits_for_the_running_job_and_starts_no_second(
+    registry: RunningRegistry,
+    dnf_base: BuildBase,
+    kubeapi: FakeKube,
+    kubelet: FakeKubelet,
+    tmp_path: Path,
+) -> None:
+    client, plan = plan_infra(registry, make_repo(tmp_path / "repo", registry, dnf_base.ref))
+    push_secret(kubeapi, registry)
+    kubelet.hold()  # the build pod is scheduled but does not finish yet
+
+    def die(_: float) -> None:
+        raise Restart
+
+    with pytest.raises(Restart):
+        job_builder(client, kubeapi, sleep=die).build(plan)
+    name = kubejob.job_name("infra", plan.inputs_digest)
+    assert kubeapi.find("jobs", name, NS) is not None
+
+    result: dict[str, Any] = {}
+
+    def restarted() -> None:
+        try:
+            result["digest"] = job_builder(client_b, kubeapi).build(plan)
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    client_b = registry.client()
+    _CLIENTS.append(client_b)
+    thread = threading.Thread(target=restarted)
+    thread.start()
+    kubelet.release()
+    thread.join(timeout=240)
+
+    assert "error" not in result, result.get("error")
+    assert registry.skopeo_digest(str(plan.target)) == result["digest"]
+    assert len(created(kubeapi, "jobs")) == 1
+    assert len(created(kubeapi, "pods")) == 1
+    assert kubeapi.list("jobs", NS) == []
+
+
+def test_a_transient_failure_is_retried_by_a_new_job_on_the_next_pass(
+    registry: RunningRegistry,
+    dnf_base: BuildBase,
+    kubeapi: FakeKube,
+    kubelet: FakeKubelet,
+    tmp_path: Path,
+) -> None:
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens: the push fails
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref,
+                     push_spec=f"{closed}/fleet/infra:latest")  # fmt: skip
+    client, plan = plan_infra(registry, repo)
+    push_secret(kubeapi, registry)
+    builder = job_builder(client, kubeapi, backoff_limit=0)
+
+    with pytest.raises(BuildError) as info:
+        builder.build(plan)
+    assert info.value.transient is True
+    assert "pushing the image failed" in str(info.value)
+    assert "BackoffLimitExceeded" in str(info.value)
+
+    with pytest.raises(BuildError):
+        builder.build(plan)
+    assert len(created(kubeapi, "jobs")) == 2  # the failed Job was replaced, not duplicated
+    assert len(kubeapi.list("jobs", NS)) == 1
+
+
+def test_a_missing_named_secret_is_a_clear_error_before_any_job(
+    registry: RunningRegistry, dnf_base: BuildBase, kubeapi: FakeKube, tmp_path: Path
+) -> None:
+    client, plan = plan_infra(registry, make_repo(tmp_path / "repo", registry, dnf_base.ref))
+    with pytest.raises(BuildError) as info:
+        job_builder(client, kubeapi).build(plan)
+    assert info.value.transient is False
+    assert f"Secret {NS}/fleet-push-secret" in str(info.value)
+    assert "machineosconfigs/infra.yaml" in str(info.value)
+    assert created(kubeapi, "jobs") == []
