@@ -6,6 +6,7 @@ Errors become exit codes and one-line messages on stderr; a traceback only with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -337,6 +338,65 @@ def _plan_text(outcome: planning.PoolOutcome) -> str:
     return "\n".join([f"{outcome.pool}: {how}{why}", *(f"  {k:17}{v}" for k, v in rows)])
 
 
+def builder_options(f: F) -> F:
+    """How Containerfile builds run (buildah here, or Kubernetes Jobs). The command gets
+    them as one `builder_opts` dict for `builders.available(registry, **builder_opts)`."""
+    options = [
+        click.option(
+            "--build-timeout",
+            type=click.FloatRange(min=1),
+            default=3600.0,
+            show_default=True,
+            help="Seconds a Containerfile build may take (buildah or Job) before it is stopped.",
+        ),
+        click.option(
+            "--build-log-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Where buildah build logs go (kept when a build fails). "
+            "Default: build-logs in the work directory.",
+        ),
+        click.option(
+            "--kubeconfig",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Run Job builds in this cluster (in a pod, its service account is used "
+            "without this).",
+        ),
+        click.option(
+            "--build-namespace",
+            help="Namespace of build Jobs. Default: the pod's own namespace, else 'default'.",
+        ),
+        click.option(
+            "--builder-image",
+            help="The image build Jobs run (buildah and bash). "
+            "Default: a quay.io/buildah/stable tag.",
+        ),
+    ]
+
+    @functools.wraps(f)
+    def wrapper(
+        *args: Any,
+        build_timeout: float,
+        build_log_dir: Path | None,
+        kubeconfig: str | None,
+        build_namespace: str | None,
+        builder_image: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        opts = {
+            "build_timeout_s": build_timeout,
+            "build_log_dir": build_log_dir,
+            "kubeconfig": kubeconfig,
+            "namespace": build_namespace,
+            "builder_image": builder_image,
+        }
+        return f(*args, builder_opts=opts, **kwargs)
+
+    decorated: Any = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
 @cli.command()
 @repo_option
 @click.option("--pool", required=True, help="The pool to build.")
@@ -347,14 +407,23 @@ def _plan_text(outcome: planning.PoolOutcome) -> str:
     show_default=True,
     help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig name none.",
 )
+@click.option(
+    "--work-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the buildah builder keeps its storage (the cached base), build "
+    "directories and logs. Default: reconciler in the system temp directory.",
+)
 @registry_options
+@builder_options
 def build(
     repo_dir: Path,
     pool: str,
     containerfile_builder: Literal["buildah", "job"],
+    work_dir: Path | None,
     authfiles: tuple[str, ...],
     insecure: tuple[str, ...],
     registry_ca: str | None,
+    builder_opts: dict[str, Any],
 ) -> None:
     """Build and push one pool's image (unless it exists); print `repo@sha256:...`."""
     repo = load_checked(repo_dir)
@@ -368,7 +437,8 @@ def build(
                 f"pool {pool!r} has no MachineOSConfig, so no image is built for it",
                 fix=f"add machineosconfigs/{pool}.yaml",
             )
-        result = building.ensure_image(registry, outcome, builders.available(registry))
+        available = builders.available(registry, work_dir=work_dir, **builder_opts)
+        result = building.ensure_image(registry, outcome, available)
     how = "existing image, nothing built" if result.built_by == "reused" else result.built_by
     click.echo(f"{pool}: {how}", err=True)
     click.echo(str(result.image))

@@ -21,12 +21,14 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from reconciler import building, planning
 from reconciler.adapters import worktree
 from reconciler.adapters.builders import kubejob, script
 from reconciler.adapters.kube import Kube
 from reconciler.adapters.registry import RegistryClient
+from reconciler.cli import cli
 from reconciler.core import load
 from reconciler.errors import BuildError
 from tests.fixtures.buildbase import BuildBase
@@ -347,3 +349,26 @@ def test_a_missing_named_secret_is_a_clear_error_before_any_job(
     assert f"Secret {NS}/fleet-push-secret" in str(info.value)
     assert "machineosconfigs/infra.yaml" in str(info.value)
     assert created(kubeapi, "jobs") == []
+
+
+def test_reconciler_build_runs_the_pools_job(
+    registry: RunningRegistry,
+    dnf_base: BuildBase,
+    kubeapi: FakeKube,
+    kubelet: FakeKubelet,
+    tmp_path: Path,
+) -> None:
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref, push_secret=None)
+    args = ["build", "--repo", str(repo), "--pool", "infra", "--insecure-registry", registry.host,
+            "--work-dir", str(tmp_path / "work"), "--kubeconfig", str(kubeapi.kubeconfig),
+            "--build-namespace", NS]  # fmt: skip
+
+    result = CliRunner().invoke(cli, args)
+
+    assert result.exit_code == 0, result.output
+    assert "infra: job" in result.stderr
+    image = result.stdout.strip()
+    assert image.startswith(f"{registry.host}/{tmp_path.name}/infra@sha256:")
+    assert registry.skopeo_digest(image) == image.split("@", 1)[1]
+    assert len(created(kubeapi, "jobs")) == 1
+    assert not (tmp_path / "work" / "containers").exists()  # nothing was built here
