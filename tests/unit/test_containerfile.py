@@ -86,7 +86,7 @@ def test_offline_containerfile_uses_the_base_as_written_and_says_so() -> None:
         ("localhost:5000/base:latest", "localhost:5000/base"),
         ("localhost:5000/base", "localhost:5000/base"),
         ("registry.example/a/b:t@sha256:" + "e" * 64, "registry.example/a/b"),
-        ("busybox", "busybox"),
+        ("busybox", "docker.io/library/busybox"),
     ],
 )
 def test_from_is_by_digest(image: str, repository: str) -> None:
