@@ -41,7 +41,10 @@ MCO_EXTENSIONS: dict[str, tuple[str, ...]] = {
 KERNEL_TYPES = ("", "default", "realtime", "64k-pages")
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Our models: frozen, strict types, unknown fields refused, camelCase in YAML, and
+    field docstrings as the JSON schema's descriptions."""
+
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
@@ -64,14 +67,14 @@ class ObjectMeta(BaseModel):
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
-class LabelSelectorRequirement(_Model):
+class LabelSelectorRequirement(StrictModel):
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: list[str] = Field(default_factory=list)
     """Required (non-empty) for In and NotIn, empty for Exists and DoesNotExist."""
 
 
-class LabelSelector(_Model):
+class LabelSelector(StrictModel):
     """A Kubernetes label selector. An empty or absent selector matches nothing (MCO)."""
 
     match_labels: dict[str, str] = Field(default_factory=dict)
@@ -81,7 +84,7 @@ class LabelSelector(_Model):
 # --- MachineConfig ---------------------------------------------------------------------
 
 
-class MachineConfigSpec(_Model):
+class MachineConfigSpec(StrictModel):
     config: ignition.Config | None = None
     """An Ignition config (spec 3.0–3.5, or 2.2, converted as MCO does)."""
     kernel_arguments: list[str] = Field(default_factory=list)
@@ -100,7 +103,7 @@ class MachineConfigSpec(_Model):
     """Accepted for compatibility; extensions come from the base image's repositories."""
 
 
-class MachineConfig(_Model):
+class MachineConfig(StrictModel):
     """A MachineConfig (machineconfiguration.openshift.io/v1)."""
 
     api_version: Literal["machineconfiguration.openshift.io/v1"]
@@ -114,12 +117,12 @@ class MachineConfig(_Model):
 # --- MachineConfigPool -----------------------------------------------------------------
 
 
-class PoolConfiguration(_Model):
+class PoolConfiguration(StrictModel):
     model_config = ConfigDict(extra="allow")
     name: str = ""
 
 
-class MachineConfigPoolSpec(_Model):
+class MachineConfigPoolSpec(StrictModel):
     machine_config_selector: LabelSelector | None = None
     """Selects this pool's MachineConfigs. Empty or absent selects nothing."""
     node_selector: LabelSelector | None = None
@@ -137,7 +140,7 @@ class MachineConfigPoolSpec(_Model):
     """Accepted for compatibility; ignored."""
 
 
-class MachineConfigPool(_Model):
+class MachineConfigPool(StrictModel):
     """A MachineConfigPool (machineconfiguration.openshift.io/v1)."""
 
     api_version: Literal["machineconfiguration.openshift.io/v1"]
@@ -151,25 +154,25 @@ class MachineConfigPool(_Model):
 # --- MachineOSConfig -------------------------------------------------------------------
 
 
-class NameRef(_Model):
+class NameRef(StrictModel):
     name: str = Field(min_length=1)
 
 
-class ImageBuilder(_Model):
+class ImageBuilder(StrictModel):
     image_builder_type: Literal["Job", "Buildah"] = "Job"
     """How Containerfile builds run: `Job` (a Kubernetes Job running buildah, MCO's only
     value) or `Buildah` (on the reconciler's machine; our extension). Config-only pools
     use the native builder whatever this says."""
 
 
-class ContainerFile(_Model):
+class ContainerFile(StrictModel):
     containerfile_arch: Literal["ARM64", "AMD64", "PPC64LE", "S390X", "NoArch"] = "NoArch"
     """The architecture this content is for; `NoArch` applies to all."""
     content: str = Field(max_length=4096)
     """Containerfile lines appended after the generated layers."""
 
 
-class MachineOSConfigSpec(_Model):
+class MachineOSConfigSpec(StrictModel):
     machine_config_pool: NameRef
     """The pool this config builds images for; must equal `metadata.name`."""
     rendered_image_push_spec: str = Field(min_length=1, max_length=447)
@@ -190,7 +193,7 @@ class MachineOSConfigSpec(_Model):
     ReconcilerConfig, else amd64); picks the manifest from a multi-arch base image."""
 
 
-class MachineOSConfig(_Model):
+class MachineOSConfig(StrictModel):
     """A MachineOSConfig (machineconfiguration.openshift.io/v1), one per pool."""
 
     api_version: Literal["machineconfiguration.openshift.io/v1"]
@@ -204,7 +207,7 @@ class MachineOSConfig(_Model):
 # --- ReconcilerConfig (ours) -----------------------------------------------------------
 
 
-class ReconcilerConfigSpec(_Model):
+class ReconcilerConfigSpec(StrictModel):
     default_base_image: str | None = None
     """Base image for pools whose configs and MachineOSConfig name none."""
     architecture: Literal["amd64", "arm64", "ppc64le", "s390x"] = "amd64"
@@ -215,7 +218,7 @@ class ReconcilerConfigSpec(_Model):
     """Builder for Containerfile builds when a MachineOSConfig does not say."""
 
 
-class ReconcilerConfig(_Model):
+class ReconcilerConfig(StrictModel):
     """Repository-wide settings (at most one per repository)."""
 
     api_version: Literal["gitops.bootc.dev/v1alpha1"]

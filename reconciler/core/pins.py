@@ -17,8 +17,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
 from reconciler.core import model
 
@@ -31,18 +30,7 @@ def pin_path(pool: str) -> str:
     return f"pins/{pool}.yaml"
 
 
-class _PinModel(BaseModel):
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-        strict=True,
-    )
-
-
-class BuildFacts(_PinModel):
+class BuildFacts(model.StrictModel):
     builder: Literal["native", "buildah", "job", "reused"]
     """How the image came to be: built natively, by buildah, by a Kubernetes Job, or
     `reused` (the image for these inputs already existed in the registry)."""
@@ -50,7 +38,7 @@ class BuildFacts(_PinModel):
     """Digest of the base image's per-architecture manifest the image was built on."""
 
 
-class PinSpec(_PinModel):
+class PinSpec(model.StrictModel):
     pool: str
     """The MachineConfigPool this pin is for."""
     image: str = Field(pattern=IMAGE_BY_DIGEST_RE.pattern)
@@ -70,7 +58,7 @@ class PinSpec(_PinModel):
     build: BuildFacts
 
 
-class Pin(_PinModel):
+class Pin(model.StrictModel):
     """`pins/<pool>.yaml`, written by the reconciler only."""
 
     api_version: Literal["gitops.bootc.dev/v1alpha1"] = model.OUR_API_VERSION  # type: ignore[assignment]
