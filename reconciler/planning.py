@@ -46,8 +46,11 @@ class PoolPlan:
     layer: layer.Layer | None = None
     composed: oci.ComposedImage | None = None
     """Native builds only: the exact config and manifest bytes to push."""
-    ca_bundle: bytes | None = None
-    """Containerfile builds: the CA bundle baked in (covered by the inputs digest)."""
+
+    @property
+    def ca_bundle(self) -> bytes | None:
+        """The CA bundle the image trusts (covered by the inputs digest)."""
+        return self.image.ca_bundle
 
     @property
     def predicted_digest(self) -> str | None:

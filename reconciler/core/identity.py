@@ -27,7 +27,8 @@ What is hashed, field by field (anything not listed cannot change the image):
 - settings: only the packages of the extensions the pool uses. The default base image
   is covered by `baseImageDigest`, the default builder does not change content, and
   an edit to the package list of an extension no pool uses rebuilds nothing;
-- `caBundle`: the sha256 of the CA bundle baked in by Containerfile builds, if any;
+- `caBundle`: the sha256 of the CA bundle baked in by Containerfile builds, if any
+  (`ReconcilerConfig.spec.caBundle`, unless the caller passes another);
 - `builderFormatVersion`: `oci.BUILDER_FORMAT_VERSION`.
 
 Labels are content-derived only: pool, rendered config name, inputs digest. Never a
@@ -84,6 +85,11 @@ def extension_packages(
     return {name: list(table.get(name, ())) for name in sorted(set(extensions))}
 
 
+def ca_bundle_of(settings: model.ReconcilerConfigSpec) -> bytes | None:
+    """The repository's CA bundle as the image gets it, or None."""
+    return settings.ca_bundle.encode() if settings.ca_bundle else None
+
+
 def inputs_document(
     base_digest: str,
     rendered: RenderedConfig,
@@ -98,6 +104,8 @@ def inputs_document(
     if not DIGEST_RE.match(base_digest):
         raise ValueError(f"base digest {base_digest!r} is not 'sha256:<64 hex>'")
     cf = containerfile_for(os_config, architecture)
+    if ca_bundle is None:
+        ca_bundle = ca_bundle_of(settings)
     return {
         "builderFormatVersion": builder_format_version,
         "pool": rendered.pool,

@@ -210,6 +210,8 @@ class ImagePlan:
     labels: Mapping[str, str]
     reasons: tuple[str, ...] = field(default=())
     """Why this plan needs a Containerfile build; empty for the native builder."""
+    ca_bundle: bytes | None = None
+    """`ReconcilerConfig.spec.caBundle`, trusted in the image (a Containerfile step)."""
 
     @property
     def needs_containerfile(self) -> bool:
@@ -813,6 +815,12 @@ def plan_image(
             "ReconcilerConfig",
         )
 
+    ca_bundle = identity.ca_bundle_of(settings)
+    if ca_bundle:
+        # `update-ca-trust` regenerates /etc/pki/ca-trust/extracted: only a build can
+        # run it (containerfile.py emits the COPY and the RUN).
+        planner.reasons.append("ReconcilerConfig caBundle (update-ca-trust)")
+
     cf = identity.containerfile_for(os_config, architecture)
     if cf is not None and cf.content.strip():
         planner.reasons.append(f"MachineOSConfig containerFile ({cf.containerfile_arch})")
@@ -860,4 +868,5 @@ def plan_image(
         containerfile_content=cf.content if cf is not None else "",
         labels=identity.image_labels(rendered, inputs_digest),
         reasons=tuple(planner.reasons),
+        ca_bundle=ca_bundle,
     )

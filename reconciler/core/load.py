@@ -238,8 +238,31 @@ def load_repository(files: Mapping[str, bytes | str]) -> Repository:
             )
     if settings:
         repo.settings = settings[0].obj.spec
+        _check_ca_bundle(out, settings[0])
     _check_cross_references(repo, out)
     return repo
+
+
+def _check_ca_bundle(out: _Collector, loaded: Loaded[model.ReconcilerConfig]) -> None:
+    """`spec.caBundle` is baked into every image: certificates only. The message never
+    quotes the value (it might be a private key pasted by mistake)."""
+    bundle = loaded.obj.spec.ca_bundle
+    if bundle is None:
+        return
+    problem = None
+    if "PRIVATE KEY" in bundle:
+        problem = "holds a private key, which would be readable in every image"
+    elif "-----BEGIN CERTIFICATE-----" not in bundle or "-----END CERTIFICATE-----" not in bundle:
+        problem = "is not PEM certificates"
+    if problem:
+        out.add(
+            loaded.origin,
+            ("spec", "caBundle"),
+            problem,
+            "paste only -----BEGIN CERTIFICATE----- ... -----END CERTIFICATE----- blocks",
+            kind="ReconcilerConfig",
+            name=loaded.obj.metadata.name,
+        )
 
 
 def _load_document(

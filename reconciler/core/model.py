@@ -216,6 +216,12 @@ class ReconcilerConfigSpec(StrictModel):
     """Extension name → packages. Default: MCO's allowlist and packages."""
     default_image_builder: Literal["Job", "Buildah"] | None = None
     """Builder for Containerfile builds when a MachineOSConfig does not say."""
+    ca_bundle: str | None = None
+    """PEM CA certificates every pool's image trusts: Containerfile builds copy them to
+    `/etc/pki/ca-trust/source/anchors/` and run `update-ca-trust` before installing
+    packages (MCO's build template does the same with the cluster's additional trust
+    bundle). Setting it makes every pool a Containerfile build, and changing it
+    changes every pool's inputs. Certificates only: a private key is refused."""
 
 
 class ReconcilerConfig(StrictModel):
