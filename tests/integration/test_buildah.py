@@ -47,19 +47,23 @@ def make_repo(
     *,
     container_file: str | None = None,
     extensions: dict[str, list[str]] | None = None,
+    ca_bundle: str | None = None,
 ) -> Path:
     """The examples, pushing to `registry/<dest name>/<pool>`, built FROM `base_ref`;
-    optionally with a `containerFile` for infra and an extensions table."""
+    optionally with a `containerFile` for infra, an extensions table, a CA bundle."""
     repo = example_repo(dest, registry.host, base_ref, prefix=dest.parent.name)
     if container_file is not None:
         path = repo / "machineosconfigs/infra.yaml"
         doc = yaml.safe_load(path.read_text())
         doc["spec"]["containerFile"] = [{"containerfileArch": "NoArch", "content": container_file}]
         path.write_text(yaml.safe_dump(doc))
-    if extensions is not None:
+    if extensions is not None or ca_bundle is not None:
         path = repo / "reconciler.yaml"
         doc = yaml.safe_load(path.read_text())
-        doc["spec"]["extensions"] = extensions
+        if extensions is not None:
+            doc["spec"]["extensions"] = extensions
+        if ca_bundle is not None:
+            doc["spec"]["caBundle"] = ca_bundle
         path.write_text(yaml.safe_dump(doc))
     return repo
 
@@ -239,3 +243,19 @@ def test_a_timeout_kills_the_build_and_what_it_left_does_not_break_the_next(
     assert registry.skopeo_digest(str(plan.target)) == digest
     assert buildah_containers(restarted) == []
     assert not build_dir.exists()
+
+
+def test_the_repositorys_ca_bundle_is_trusted_in_the_image(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    cert = "-----BEGIN CERTIFICATE-----\nMIIBfleetCA\n-----END CERTIFICATE-----\n"
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref, ca_bundle=cert)
+    client, plan = plan_infra(registry, repo)
+    digest = BuildahBuilder(client, tmp_path / "work").build(plan)
+
+    rootfs = unpack(registry, f"{plan.target.registry}/{plan.target.repository}@{digest}",
+                    tmp_path / "out")  # fmt: skip
+    anchor = rootfs / "etc/pki/ca-trust/source/anchors/gitops-bootc-ca-bundle.crt"
+    assert anchor.read_text() == cert
+    # update-ca-trust ran (the shim concatenates the anchors into the extracted bundle)
+    assert cert in (rootfs / "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem").read_text()
