@@ -23,8 +23,8 @@ from typing import Any, Literal, TypeVar
 import click
 import yaml
 
-from reconciler import building, controller, planning
-from reconciler.adapters import builders, git, worktree
+from reconciler import building, controller, planning, review, review_output
+from reconciler.adapters import builders, git, localgit, worktree
 from reconciler.adapters.auth import Credentials
 from reconciler.adapters.git import GitAuth
 from reconciler.adapters.registry import RegistryClient
@@ -283,7 +283,20 @@ def containerfile_command(
 @cli.command()
 @repo_option
 @click.option("--pool", "pools", multiple=True, help="Only these pools (repeatable).")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "markdown"]), default="text")
+@click.option(
+    "--base",
+    metavar="REV",
+    help="Plan a change: compare the configuration at REV (e.g. origin/main) with --head, "
+    "both read from Git (not the work tree); per changed pool the rendered-config diff, "
+    "the disruption, the build and the image it moves to.",
+)
+@click.option("--head", metavar="REV", help="With --base: the revision to plan (default: HEAD).")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="With --base: exit 0 when no pool changes, 2 when some do, 1 on errors.",
+)
 @click.option(
     "--containerfile-builder",
     type=click.Choice(["buildah", "job"]),
@@ -296,6 +309,9 @@ def plan(
     repo_dir: Path,
     pools: tuple[str, ...],
     output: str,
+    base: str | None,
+    head: str | None,
+    detailed_exitcode: bool,
     containerfile_builder: Literal["buildah", "job"],
     authfiles: tuple[str, ...],
     insecure: tuple[str, ...],
@@ -305,7 +321,19 @@ def plan(
 
     Resolves base images through the registry (one lookup per base image); builds and
     pushes nothing. Exit 1 if any pool cannot be planned.
+
+    With --base REV: what merging --head does to every pool (the pull request view),
+    as text, JSON or markdown for a PR comment.
     """
+    if base is not None:
+        registry = make_registry(authfiles, insecure, registry_ca)
+        code = _plan_between(repo_dir, base, head or "HEAD", pools, output, detailed_exitcode,
+                             containerfile_builder, registry)  # fmt: skip
+        raise SystemExit(code)
+    if head is not None or detailed_exitcode:
+        raise click.UsageError("--head and --detailed-exitcode need --base")
+    if output == "markdown":
+        raise click.UsageError("--output markdown needs --base (it describes a change)")
     repo = load_checked(repo_dir)
     with make_registry(authfiles, insecure, registry_ca) as registry:
         planner = planning.Planner(registry, default_builder=containerfile_builder)
@@ -317,6 +345,34 @@ def plan(
             click.echo(_plan_text(outcomes[name]))
     if any(isinstance(o, planning.PoolFailure) for o in outcomes.values()):
         raise SystemExit(1)
+
+
+def _plan_between(
+    repo_dir: Path,
+    base: str,
+    head: str,
+    pools: tuple[str, ...],
+    output: str,
+    detailed: bool,
+    containerfile_builder: Literal["buildah", "job"],
+    registry: RegistryClient,
+) -> int:
+    with registry, localgit.LocalRepository(repo_dir) as local:
+        base_sha, head_sha = local.resolve(base), local.resolve(head)
+        planner = planning.Planner(registry, default_builder=containerfile_builder)
+        result = review.review_revisions(local.view, base_sha, head_sha, planner, registry)
+    if pools:
+        unknown = sorted(set(pools) - set(result.pools))
+        if unknown:
+            raise ConfigError.simple(f"no pool {', '.join(unknown)} at {base} or {head}")
+        result = result.only(pools)
+    if output == "json":
+        click.echo(json.dumps(review_output.review_json(result), indent=2, sort_keys=True))
+    elif output == "markdown":
+        click.echo(review_output.review_markdown(result), nl=False)
+    else:
+        click.echo(review_output.review_text(result))
+    return result.exit_code(detailed)
 
 
 def _plan_text(outcome: planning.PoolOutcome) -> str:
@@ -399,7 +455,19 @@ def builder_options(f: F) -> F:
 
 @cli.command()
 @repo_option
-@click.option("--pool", required=True, help="The pool to build.")
+@click.option(
+    "--pool",
+    "pools",
+    multiple=True,
+    help="The pool to build (repeatable). Default: every pool with a MachineOSConfig.",
+)
+@click.option(
+    "--ref",
+    metavar="REV",
+    help="Build the configuration at this revision, read from Git (e.g. a pull request's "
+    "head): after the merge the reconciler finds the images by identity and pins them "
+    "without a build.",
+)
 @click.option(
     "--containerfile-builder",
     type=click.Choice(["buildah", "job"]),
@@ -417,7 +485,8 @@ def builder_options(f: F) -> F:
 @builder_options
 def build(
     repo_dir: Path,
-    pool: str,
+    pools: tuple[str, ...],
+    ref: str | None,
     containerfile_builder: Literal["buildah", "job"],
     work_dir: Path | None,
     authfiles: tuple[str, ...],
@@ -425,23 +494,50 @@ def build(
     registry_ca: str | None,
     builder_opts: dict[str, Any],
 ) -> None:
-    """Build and push one pool's image (unless it exists); print `repo@sha256:...`."""
-    repo = load_checked(repo_dir)
+    """Build and push pools' images (unless they exist); print `repo@sha256:...` for each."""
+    if ref is None:
+        repo = load_checked(repo_dir)
+    else:
+        with localgit.LocalRepository(repo_dir) as local:
+            repo = review.load_at(local.view, local.resolve(ref))
+    names = list(pools) or sorted(p for p in repo.pools if p in repo.os_configs)
+    failures: list[ReconcilerError] = []
     with make_registry(authfiles, insecure, registry_ca) as registry:
         planner = planning.Planner(registry, default_builder=containerfile_builder)
-        outcome = planner.plan_pools(repo, [pool])[pool]
-        if isinstance(outcome, planning.PoolFailure):
-            raise outcome.error
-        if isinstance(outcome, planning.Unmanaged):
-            raise ConfigError.simple(
-                f"pool {pool!r} has no MachineOSConfig, so no image is built for it",
-                fix=f"add machineosconfigs/{pool}.yaml",
-            )
+        outcomes = planner.plan_pools(repo, names)
         available = builders.available(registry, work_dir=work_dir, **builder_opts)
-        result = building.ensure_image(registry, outcome, available)
-    how = "existing image, nothing built" if result.built_by == "reused" else result.built_by
-    click.echo(f"{pool}: {how}", err=True)
-    click.echo(str(result.image))
+        for pool in names:
+            try:
+                result = _build_one(registry, pool, outcomes[pool], available)
+            except ReconcilerError as exc:
+                if len(names) == 1:
+                    raise
+                failures.append(exc)
+                click.echo(f"{pool}: failed", err=True)
+                continue
+            how = (
+                "existing image, nothing built" if result.built_by == "reused" else result.built_by
+            )
+            click.echo(f"{pool}: {how}", err=True)
+            click.echo(str(result.image))
+    if failures:
+        raise ReconcilerError("\n".join(str(f) for f in failures))
+
+
+def _build_one(
+    registry: RegistryClient,
+    pool: str,
+    outcome: planning.PoolOutcome,
+    available: dict[str, Any],
+) -> building.BuildResult:
+    if isinstance(outcome, planning.PoolFailure):
+        raise outcome.error
+    if isinstance(outcome, planning.Unmanaged):
+        raise ConfigError.simple(
+            f"pool {pool!r} has no MachineOSConfig, so no image is built for it",
+            fix=f"add machineosconfigs/{pool}.yaml",
+        )
+    return building.ensure_image(registry, outcome, available)
 
 
 def git_options(f: F) -> F:
@@ -749,6 +845,88 @@ def _status_text(doc: dict[str, Any]) -> str:
         if pool.get("lastError") and not conditions.get("Stalled", {}).get("status"):
             lines.append(f"  last error     {pool['lastError'].splitlines()[0]}")
     return "\n".join(lines)
+
+
+@cli.command()
+@repo_option
+@click.option("--pool", help="Only this pool.")
+@click.option("--rev", default="HEAD", show_default=True, help="Read history up to this revision.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def history(repo_dir: Path, pool: str | None, rev: str, output: str) -> None:
+    """Every pin of each pool, oldest first: time, image digest, inputs digest, the config
+    commit it came from (author, subject), and whether it was a build, a reuse of an
+    existing image, a revert to an earlier image, or a hold (a pin set by hand)."""
+    with localgit.LocalRepository(repo_dir) as local:
+        entries = review.pool_history(local.view, local.resolve(rev), pool)
+    if pool is not None and not entries:
+        raise ConfigError.simple(
+            f"no pin of pool {pool!r} in the history of {rev}",
+            fix="check the name (`reconciler history` lists every pool)",
+        )
+    if output == "json":
+        click.echo(json.dumps(review_output.history_json(entries), indent=2, sort_keys=True))
+    else:
+        click.echo(review_output.history_text(entries))
+
+
+@cli.command()
+@repo_option
+@click.option("--pool", required=True, help="The pool to roll back.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="DIGEST|REV",
+    help="An image digest from `reconciler history` (sha256:..., a prefix will do), a pin "
+    "commit, or a config commit.",
+)
+@click.option(
+    "--hold",
+    is_flag=True,
+    help="Instead of reverting config commits, commit the earlier pin itself: the "
+    "reconciler holds the pool there until its inputs change.",
+)
+@click.option(
+    "--branch",
+    metavar="NAME",
+    help="Put the commits on this new branch (for a pull request) instead of the current one.",
+)
+@click.option("--author", help="Author of the new commits, 'Name <email>' (default: git config).")
+@click.option(
+    "--containerfile-builder",
+    type=click.Choice(["buildah", "job"]),
+    default="buildah",
+    show_default=True,
+    help="Builder the prediction assumes for pools with RUN steps that name none.",
+)
+@registry_options
+def rollback(
+    repo_dir: Path,
+    pool: str,
+    to: str,
+    hold: bool,
+    branch: str | None,
+    author: str | None,
+    containerfile_builder: Literal["buildah", "job"],
+    authfiles: tuple[str, ...],
+    insecure: tuple[str, ...],
+    registry_ca: str | None,
+) -> None:
+    """Return a pool to an earlier image: `git revert` the config commits since then
+    (or, with --hold, commit the earlier pin), then say what the next pass will do.
+
+    Nothing is pushed: push the branch, or open a pull request from it.
+    """
+    who = parse_author(author) if author else None
+    with (
+        make_registry(authfiles, insecure, registry_ca) as registry,
+        localgit.LocalRepository(repo_dir) as local,
+    ):
+        planner = planning.Planner(registry, default_builder=containerfile_builder)
+        result = review.rollback(
+            local, pool, to, planner, registry, hold=hold, branch=branch, author=who
+        )
+    click.echo(review_output.rollback_text(result))
 
 
 cli.add_command(agent_command)

@@ -1,0 +1,487 @@
+"""Diff: two rendered configs → a file-level diff and what applying it disrupts.
+
+Stage: after merge, used by `reconciler plan --base/--head` (what a pull request does to
+each pool). Inputs: the rendered spec of a pool at two revisions (either may be absent:
+a pool added or removed) and, for each, the pool's MachineOSConfig. Outputs: a list of
+`ItemDiff`s (one per changed file, directory, link, unit, dropin, kernel arguments, SSH
+keys, extensions, kernel type, base image, Containerfile content) that render as a
+git-style unified diff, and a `Disruption`: what the change needs on a node.
+
+The rendered config is shown as "virtual files" so a reviewer reads it the way they read
+code: `etc/chrony.conf` is the file's decoded content, `systemd/<unit>` a unit's text,
+`kernelArguments` one argument per line, `passwd/core/sshAuthorizedKeys` one key per
+line. Mode, owner and flags are metadata lines above the hunk, as git shows a mode
+change. Binary content is shown by size and sha256, never inline. A password hash is
+shown only by a digest of it.
+
+Disruption is classified the way MCO's Machine Config Daemon does with its default node
+disruption policies (reference `mco-semantics.md` §5; MCO `pkg/daemon/update.go`
+`calculatePostConfigChangeNodeDisruptionAction`, policies from
+`pkg/apihelpers/apihelpers.go` `defaultClusterPolicies`):
+- a change of the OS image (base image, Containerfile content), kernel arguments, fips,
+  kernelType or extensions is a reboot;
+- each changed file takes the policy whose path is the file's path or its closest parent
+  directory (`FindClosestFilePolicyPathMatch`); a file without a policy is a reboot;
+- each changed unit (a dropin counts for its unit) takes the policy of the same name;
+  there is no default unit policy that applies to admin units, so it is a reboot;
+- SSH keys (any `passwd` change) take the sshkey policy: none;
+- any reboot makes the whole change a reboot; otherwise the actions are collected.
+Directories and links have no policy (MCO refuses to change them on a running node), so
+they count as a reboot here. Where the image is pushed is not part of what it is: none.
+
+This says what MCO would do. In image mode our node agent applies every new pin with
+`bootc switch` and a reboot; callers print that next to the classification.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import posixpath
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from reconciler.core import canonical, contents, model
+from reconciler.core.identity import containerfile_for
+
+ItemKind = Literal[
+    "file",
+    "directory",
+    "link",
+    "unit",
+    "dropin",
+    "kernelArguments",
+    "sshKeys",
+    "user",
+    "extensions",
+    "kernelType",
+    "fips",
+    "baseImage",
+    "extensionsImage",
+    "containerFile",
+    "pushSpec",
+    "ignition",
+]
+ActionType = Literal["Reboot", "None", "Reload", "Restart", "DaemonReload", "Drain", "Special"]
+Status = Literal["added", "removed", "modified"]
+
+# Ignition sections shown item by item; anything else in the config is shown whole.
+_ITEMISED = {("storage", "files"), ("storage", "directories"), ("storage", "links")}
+_MAX_TEXT_BYTES = 256 * 1024  # larger files are shown by digest: a diff nobody reads
+
+
+@dataclass(frozen=True)
+class Action:
+    """One node disruption action (MCO `NodeDisruptionPolicyStatusAction`)."""
+
+    type: ActionType
+    service: str | None = None
+
+    def __str__(self) -> str:
+        if self.type == "Special":
+            return "reload crio.service (drain unless only safe registries.conf additions)"
+        if self.service:
+            return f"{self.type.lower()} {self.service}"
+        return {"DaemonReload": "systemd daemon-reload"}.get(self.type, self.type.lower())
+
+
+REBOOT = Action("Reboot")
+NONE = Action("None")
+_CRIO_RELOAD = Action("Reload", "crio.service")
+
+DEFAULT_FILE_POLICIES: Mapping[str, tuple[Action, ...]] = {
+    "/var/lib/kubelet/config.json": (NONE,),
+    "/etc/machine-config-daemon/no-reboot/containers-gpg.pub": (_CRIO_RELOAD,),
+    "/etc/containers/policy.json": (_CRIO_RELOAD,),
+    "/etc/containers/registries.conf": (Action("Special"),),
+    "/etc/containers/registries.d": (_CRIO_RELOAD,),
+    "/etc/crio/policies": (_CRIO_RELOAD,),
+    "/etc/nmstate/openshift": (NONE,),
+    "/etc/pki/ca-trust/source/anchors/openshift-config-user-ca-bundle.crt": (
+        Action("Restart", "coreos-update-ca-trust.service"),
+        Action("Restart", "crio.service"),
+    ),
+    "/etc/kubernetes/credential-providers": (Action("Restart", "kubelet.service"),),
+}
+"""MCO's default file policies (reference `mco-semantics.md` §5)."""
+DEFAULT_UNIT_POLICIES: Mapping[str, tuple[Action, ...]] = {}
+"""MCO ships no unit policy that applies to an admin's units."""
+DEFAULT_SSHKEY_POLICY: tuple[Action, ...] = (NONE,)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One diffable part of a rendered config."""
+
+    kind: ItemKind
+    name: str
+    """The path shown in diff headers: `etc/chrony.conf`, `systemd/x.service`, …"""
+    text: str = ""
+    """The body diffed line by line (decoded file content, unit text, one value a line)."""
+    meta: tuple[tuple[str, str], ...] = ()
+    """Attributes shown as header lines when they change (mode, owner, enabled, …)."""
+    target: str | None = None
+    """What a disruption policy matches: the absolute path, or the unit's name."""
+
+
+@dataclass(frozen=True)
+class ItemDiff:
+    old: Item | None
+    new: Item | None
+
+    @property
+    def item(self) -> Item:
+        found = self.new or self.old
+        if found is None:
+            raise ValueError("an ItemDiff needs an old or a new item")
+        return found
+
+    @property
+    def status(self) -> Status:
+        if self.old is None:
+            return "added"
+        return "removed" if self.new is None else "modified"
+
+    @property
+    def name(self) -> str:
+        return self.item.name
+
+    def lines(self, context: int = 3) -> list[str]:
+        """This change as git-style unified diff lines (no trailing newlines)."""
+        name = self.name
+        out = [f"diff --rendered a/{name} b/{name}"]
+        old_meta = dict(self.old.meta) if self.old else {}
+        new_meta = dict(self.new.meta) if self.new else {}
+        if self.old is None:
+            out += [f"new {self.item.kind} " + _meta_text(new_meta)]
+        elif self.new is None:
+            out += [f"deleted {self.item.kind} " + _meta_text(old_meta)]
+        else:
+            for key in sorted(set(old_meta) | set(new_meta)):
+                before, after = old_meta.get(key, "(unset)"), new_meta.get(key, "(unset)")
+                if before != after:
+                    out += [f"old {key} {before}", f"new {key} {after}"]
+        old_text = self.old.text if self.old else ""
+        new_text = self.new.text if self.new else ""
+        if old_text != new_text:
+            out += _unified(
+                old_text,
+                new_text,
+                "/dev/null" if self.old is None else f"a/{name}",
+                "/dev/null" if self.new is None else f"b/{name}",
+                context,
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Disruption:
+    """What a change needs on a node, as MCO's default policies classify it."""
+
+    reboot: bool
+    actions: tuple[Action, ...] = ()
+    """Without a reboot: the actions to run (empty: nothing at all)."""
+    reasons: tuple[str, ...] = field(default=())
+    """Why, one line per changed item that decided it."""
+
+    @property
+    def summary(self) -> str:
+        if self.reboot:
+            return "reboot"
+        if not self.actions:
+            return "none"
+        return ", ".join(str(a) for a in self.actions)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "reboot": self.reboot,
+            "summary": self.summary,
+            "actions": [
+                {"type": a.type, **({"service": a.service} if a.service else {})}
+                for a in self.actions
+            ],
+            "reasons": list(self.reasons),
+        }
+
+
+# --- rendered config → items -----------------------------------------------------------------
+
+
+def config_items(
+    spec: Mapping[str, Any] | None,
+    os_config: model.MachineOSConfig | None = None,
+    architecture: str = "amd64",
+) -> dict[str, Item]:
+    """Every diffable part of a rendered spec (and the pool's MachineOSConfig), by key."""
+    items: dict[str, Item] = {}
+    if spec is None:
+        return items
+
+    def add(key: str, item: Item) -> None:
+        items[key] = item
+
+    config: Mapping[str, Any] = spec.get("config") or {}
+    storage = config.get("storage") or {}
+    meta: tuple[tuple[str, str], ...]
+    for node in storage.get("files", ()):
+        add(f"node:{node['path']}", _file_item(node))
+    for node in storage.get("directories", ()):
+        path = node["path"]
+        meta = (("mode", _mode(node.get("mode"), 0o755)), ("owner", _owner(node)))
+        add(f"node:{path}", Item("directory", _rel(path) + "/", "", meta, path))
+    for node in storage.get("links", ()):
+        path = node["path"]
+        meta = (
+            ("owner", _owner(node)),
+            ("hard", str(bool(node.get("hard")))),
+            ("overwrite", str(node.get("overwrite"))),
+        )
+        add(f"node:{path}", Item("link", _rel(path), f"-> {node.get('target', '')}\n", meta, path))
+    for unit in (config.get("systemd") or {}).get("units", ()):
+        name = unit["name"]
+        meta = tuple((k, str(unit[k])) for k in ("enabled", "mask") if unit.get(k) is not None)
+        add(f"unit:{name}", Item("unit", f"systemd/{name}", unit.get("contents") or "", meta, name))
+        for dropin in unit.get("dropins", ()):
+            add(
+                f"dropin:{name}/{dropin['name']}",
+                Item(
+                    "dropin",
+                    f"systemd/{name}.d/{dropin['name']}",
+                    dropin.get("contents") or "",
+                    (),
+                    name,
+                ),
+            )
+    for user in (config.get("passwd") or {}).get("users", ()):
+        name = user["name"]
+        keys = user.get("sshAuthorizedKeys") or []
+        if keys:
+            add(
+                f"sshkeys:{name}",
+                Item("sshKeys", f"passwd/{name}/sshAuthorizedKeys", _lines(keys), (), name),
+            )
+        rest = {k: v for k, v in user.items() if k not in ("name", "sshAuthorizedKeys")}
+        if "passwordHash" in rest:
+            # Shown only by a digest: the hash itself never goes into a PR comment.
+            digest = hashlib.sha256(str(rest["passwordHash"]).encode()).hexdigest()[:12]
+            rest["passwordHash"] = f"<set, sha256 {digest}>"
+        if rest:
+            add(f"user:{name}", Item("user", f"passwd/{name}", _pretty(rest), (), name))
+    others = _other_ignition(config)
+    if others:
+        add("ignition", Item("ignition", "ignition/other-sections", _pretty(others)))
+    add("kargs", Item("kernelArguments", "kernelArguments", _lines(spec.get("kernelArguments"))))
+    add("extensions", Item("extensions", "extensions", _lines(spec.get("extensions"))))
+    add("kernelType", Item("kernelType", "kernelType", _lines([spec.get("kernelType", "default")])))
+    add("fips", Item("fips", "fips", _lines([str(bool(spec.get("fips"))).lower()])))
+    add("baseImage", Item("baseImage", "baseImage", _lines([spec.get("osImageURL") or ""])))
+    if spec.get("baseOSExtensionsContainerImage"):
+        image = spec["baseOSExtensionsContainerImage"]
+        add("extensionsImage", Item("extensionsImage", "baseOSExtensionsContainerImage",
+                                    _lines([image])))  # fmt: skip
+    if os_config is not None:
+        cf = containerfile_for(os_config, architecture)
+        if cf is not None:
+            meta = (("arch", str(cf.containerfile_arch)),)
+            add("containerFile", Item("containerFile", "machineosconfig/containerFile",
+                                      _ensure_nl(cf.content), meta))  # fmt: skip
+        add("pushSpec", Item("pushSpec", "machineosconfig/renderedImagePushSpec",
+                             _lines([os_config.spec.rendered_image_push_spec])))  # fmt: skip
+    # Empty lists are no content: "no kernel arguments" and "kargs: []" render alike.
+    return {k: v for k, v in items.items() if v.text or v.meta or v.kind in _ALWAYS}
+
+
+_ALWAYS = {"file", "directory", "link", "unit", "dropin", "kernelType", "fips", "baseImage"}
+
+
+def diff_items(old: Mapping[str, Item], new: Mapping[str, Item]) -> list[ItemDiff]:
+    """The items that differ, in a reading order: files by path, then units, then the rest."""
+    out = [
+        ItemDiff(old.get(key), new.get(key))
+        for key in set(old) | set(new)
+        if old.get(key) != new.get(key)
+    ]
+    order = {kind: i for i, kind in enumerate(get_args(ItemKind))}
+    return sorted(out, key=lambda d: (_group(d.item.kind), order[d.item.kind], d.name))
+
+
+def _group(kind: ItemKind) -> int:
+    return 0 if kind in ("file", "directory", "link") else 1 if kind in ("unit", "dropin") else 2
+
+
+def render(diffs: Iterable[ItemDiff], context: int = 3) -> str:
+    """All changes as one unified diff text (empty when nothing changed)."""
+    lines = [line for d in diffs for line in d.lines(context)]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+# --- disruption ------------------------------------------------------------------------------
+
+_ALWAYS_REBOOT: Mapping[str, str] = {
+    "kernelArguments": "kernel arguments changed",
+    "extensions": "extensions changed",
+    "kernelType": "kernel type changed",
+    "fips": "FIPS mode changed",
+    "baseImage": "base image changed",
+    "extensionsImage": "extensions image changed",
+    "containerFile": "Containerfile content changed (the OS image changes)",
+    "ignition": "Ignition sections without a disruption policy changed",
+}
+
+
+def classify(
+    diffs: Sequence[ItemDiff],
+    file_policies: Mapping[str, tuple[Action, ...]] = DEFAULT_FILE_POLICIES,
+    unit_policies: Mapping[str, tuple[Action, ...]] = DEFAULT_UNIT_POLICIES,
+    sshkey_policy: tuple[Action, ...] = DEFAULT_SSHKEY_POLICY,
+) -> Disruption:
+    """What applying `diffs` needs on a node, by MCO's rules (see the module docstring)."""
+    reasons: list[str] = []
+    actions: list[Action] = []
+    reboot = False
+    for d in diffs:
+        item = d.item
+        if item.kind in _ALWAYS_REBOOT:
+            reboot = True
+            reasons.append(f"{item.name}: reboot ({_ALWAYS_REBOOT[item.kind]})")
+        elif item.kind == "file":
+            found = closest_file_policy(item.target or "", file_policies)
+            if found is None:
+                reboot = True
+                reasons.append(f"{item.name}: reboot (no disruption policy for {item.target})")
+            else:
+                policy, acts = found
+                actions += acts
+                what = ", ".join(str(a) for a in acts)
+                reasons.append(f"{item.name}: {what} (policy for {policy})")
+        elif item.kind in ("directory", "link"):
+            reboot = True
+            reasons.append(f"{item.name}: reboot (no disruption policy for {item.kind}s)")
+        elif item.kind in ("unit", "dropin"):
+            unit_acts = unit_policies.get(item.target or "")
+            if unit_acts is None:
+                reboot = True
+                reasons.append(f"{item.name}: reboot (no disruption policy for unit {item.target})")
+            else:
+                actions += unit_acts
+                reasons.append(f"{item.name}: " + ", ".join(str(a) for a in unit_acts))
+        elif item.kind in ("sshKeys", "user"):
+            actions += sshkey_policy
+            what = ", ".join(str(a) for a in sshkey_policy)
+            reasons.append(f"{item.name}: {what} (sshkey policy)")
+        elif item.kind == "pushSpec":
+            reasons.append(f"{item.name}: none (where the image is pushed, not what it is)")
+    if reboot:
+        return Disruption(True, (), tuple(r for r in reasons if ": reboot" in r))
+    # MCO drops "None" next to real actions, and keeps one "None" when that is all.
+    real = tuple(dict.fromkeys(a for a in actions if a.type != "None"))
+    return Disruption(False, real, tuple(reasons))
+
+
+def closest_file_policy(
+    path: str, policies: Mapping[str, tuple[Action, ...]]
+) -> tuple[str, tuple[Action, ...]] | None:
+    """The policy for `path` itself or its closest parent directory (longest match)."""
+    clean = posixpath.normpath(path)
+    best: tuple[str, tuple[Action, ...]] | None = None
+    for policy_path, acts in policies.items():
+        root = posixpath.normpath(policy_path)
+        if (clean == root or clean.startswith(root.rstrip("/") + "/")) and (
+            best is None or len(root) > len(best[0])
+        ):
+            best = (root, acts)
+    return best
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _file_item(node: Mapping[str, Any]) -> Item:
+    path = node["path"]
+    meta = [
+        ("mode", _mode(node.get("mode"), 0o644)),
+        ("owner", _owner(node)),
+        ("overwrite", str(node.get("overwrite", True))),
+    ]
+    try:
+        data = contents.decode_resource(dict(node.get("contents") or {}))
+    except contents.ContentsError as exc:  # load refuses these; say so rather than crash
+        return Item(
+            "file", _rel(path), f"<undecodable contents: {exc.problem}>\n", tuple(meta), path
+        )
+    return Item("file", _rel(path), _body(data), tuple(meta), path)
+
+
+def _body(data: bytes) -> str:
+    if len(data) <= _MAX_TEXT_BYTES and b"\x00" not in data:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    digest = hashlib.sha256(data).hexdigest()
+    return f"<binary or large content: {len(data)} bytes, sha256 {digest}>\n"
+
+
+def _rel(path: str) -> str:
+    return path.lstrip("/")
+
+
+def _mode(mode: Any, default: int) -> str:
+    return f"{mode if isinstance(mode, int) else default:04o}"
+
+
+def _owner(node: Mapping[str, Any]) -> str:
+    def who(entry: Any) -> str:
+        if not isinstance(entry, Mapping):
+            return "root"
+        if entry.get("name"):
+            return str(entry["name"])
+        return str(entry["id"]) if entry.get("id") is not None else "root"
+
+    return f"{who(node.get('user'))}:{who(node.get('group'))}"
+
+
+def _meta_text(meta: Mapping[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(meta.items())) or "(no attributes)"
+
+
+def _lines(values: Sequence[Any] | None) -> str:
+    return "".join(f"{v}\n" for v in values or ())
+
+
+def _ensure_nl(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def _pretty(value: Any) -> str:
+    # Canonical JSON is one line; re-indented for a line-wise diff.
+    return json.dumps(json.loads(canonical.canonical_json(value)), indent=2, sort_keys=True) + "\n"
+
+
+def _other_ignition(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Ignition content outside files, directories, links, units and users."""
+    out: dict[str, Any] = {}
+    for section, body in config.items():
+        if section == "ignition" or not isinstance(body, Mapping):
+            continue
+        for key, value in body.items():
+            if (section, key) in _ITEMISED or (section, key) in (
+                ("systemd", "units"),
+                ("passwd", "users"),
+            ):
+                continue
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def _unified(old: str, new: str, a: str, b: str, context: int) -> list[str]:
+    lines = list(
+        difflib.unified_diff(
+            old.splitlines(), new.splitlines(), fromfile=a, tofile=b, n=context, lineterm=""
+        )
+    )
+    if not lines:  # the texts differ in their final newline only
+        return [f"--- {a}", f"+++ {b}", "\\ only the newline at the end of the file changed"]
+    return lines

@@ -1,0 +1,607 @@
+"""Review: plans between two revisions, the pin history of pools, and rollback.
+
+Stage: orchestration for the commands admins and auditors run in a clone (`reconciler
+plan --base/--head`, `history`, `rollback`). Inputs: a reader of Git objects (a
+`Mirror`, or `LocalRepository.view`), commit ids, and for plans a `Planner` and the
+registry. Outputs: values (`Review`, `HistoryEntry`, `Prediction`, `RollbackResult`)
+that `review_render` prints as text, markdown or JSON.
+
+- `review_revisions`: for each pool whose inputs differ between base and head, the
+  rendered config diff (`core.diff`), the MCO-style disruption, and what the head makes
+  of it (`planning`): build path, inputs digest, target and, for native builds, the exact
+  digest; plus whether that image is already in the registry (built ahead of merge by
+  `reconciler build --ref`: the reconciler then pins it without a build).
+- `pool_history`: every commit that changed `pins/<pool>.yaml`, classified as the loop
+  classifies it (`core.history.classify`: build, reuse, revert, hold), with the config
+  commit it came from.
+- `predict_pass`: what the next reconcile pass will do with each pool at a commit: the
+  same decisions as `controller.Reconciler` (holds from history, unchanged inputs,
+  image found by identity, native or Containerfile build), without building or pushing.
+- `rollback`: revert the config commits since a point in a pool's history (or commit a
+  hold of an earlier pin), then predict the next pass.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from reconciler import building, planning
+from reconciler.adapters.git import CommitInfo, Mirror
+from reconciler.adapters.localgit import LocalRepository
+from reconciler.adapters.registry import RegistryClient
+from reconciler.core import diff, history, identity, imageplan, load, merge, model, pins, reference
+from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerError
+
+HISTORY_DEPTH = 500
+"""Commits touching `pins/` read back (the loop reads as many to decide holds)."""
+AGENT_NOTE = (
+    "In image mode our node agent applies every new image with `bootc switch` and a "
+    "reboot; the disruption shown is what MCO's default node disruption policies would "
+    "do for the same change."
+)
+_DIGEST_PREFIX_RE = re.compile(r"^sha256:[0-9a-f]{7,64}$")
+
+
+# --- reading a revision ----------------------------------------------------------------------
+
+
+def load_at(reader: Mirror, sha: str) -> load.Repository:
+    """The repository's configuration at commit `sha` (read from Git, not a work tree)."""
+    return load.load_repository(reader.read_files(sha, load.is_config_path))
+
+
+def commit_info(reader: Mirror, sha: str) -> CommitInfo:
+    return reader.log(sha, max_count=1)[0]
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """A pool at one revision: rendered (or why not), and its MachineOSConfig."""
+
+    pool: str
+    rendered: merge.RenderedConfig | None
+    error: ConfigError | None
+    os_config: model.MachineOSConfig | None
+    architecture: str
+    fingerprint: str | None
+    push_spec: str | None
+
+    @property
+    def key(self) -> tuple[str | None, str | None, bool]:
+        """What decides "this pool changed": its inputs as Git states them, where its
+        image goes, and whether it is managed at all."""
+        return (self.fingerprint, self.push_spec, self.os_config is not None)
+
+    def items(self) -> dict[str, diff.Item]:
+        spec = self.rendered.spec if self.rendered is not None else None
+        return diff.config_items(spec, self.os_config, self.architecture)
+
+
+def pool_states(repo: load.Repository) -> dict[str, PoolState]:
+    rendered, failed = merge.render_all(repo)
+    out = {}
+    for pool in repo.pools:
+        mosc = repo.os_configs.get(pool)
+        os_config = mosc.obj if mosc else None
+        arch = imageplan.pool_architecture(os_config, repo.settings)
+        r = rendered.get(pool)
+        fingerprint = (
+            identity.config_fingerprint(r, os_config, repo.settings, architecture=arch)
+            if r is not None
+            else None
+        )
+        push = os_config.spec.rendered_image_push_spec if os_config else None
+        out[pool] = PoolState(pool, r, failed.get(pool), os_config, arch, fingerprint, push)
+    return out
+
+
+def pool_fingerprint(repo: load.Repository, pool: str) -> str | None:
+    """The pool's inputs as Git states them (what ends a hold: DESIGN §6)."""
+    state = pool_states(repo).get(pool)
+    return state.fingerprint if state else None
+
+
+# --- plan between revisions ------------------------------------------------------------------
+
+ReviewStatus = Literal["changed", "added", "removed", "unchanged", "error"]
+
+
+@dataclass(frozen=True)
+class PoolReview:
+    pool: str
+    status: ReviewStatus
+    base: PoolState | None
+    head: PoolState | None
+    diffs: tuple[diff.ItemDiff, ...] = ()
+    disruption: diff.Disruption | None = None
+    outcome: planning.PoolOutcome | None = None
+    """The head's plan (changed pools only)."""
+    existing_digest: str | None = None
+    """The image for the head's inputs is already in the registry (no build on merge)."""
+    lookup_error: str | None = None
+
+    @property
+    def plan(self) -> planning.PoolPlan | None:
+        return self.outcome if isinstance(self.outcome, planning.PoolPlan) else None
+
+    @property
+    def digest_after_merge(self) -> str | None:
+        plan = self.plan
+        if plan is None:
+            return None
+        return self.existing_digest or plan.predicted_digest
+
+
+@dataclass(frozen=True)
+class Review:
+    base: CommitInfo
+    head: CommitInfo
+    pools: dict[str, PoolReview]
+    problems: tuple[ConfigProblem, ...]
+    """What is wrong at the head, every problem once (grouped by file when printed)."""
+    errors: tuple[str, ...] = ()
+    """Failures outside the repository (a registry that cannot be reached)."""
+
+    @property
+    def changed(self) -> list[str]:
+        return sorted(
+            p for p, r in self.pools.items() if r.status in ("changed", "added", "removed")
+        )
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems or self.errors) or any(
+            r.status == "error" for r in self.pools.values()
+        )
+
+    def only(self, pools: Iterable[str]) -> Review:
+        """The same review narrowed to some pools (problems stay: they block the merge)."""
+        wanted = set(pools)
+        return replace(self, pools={p: r for p, r in self.pools.items() if p in wanted})
+
+    def exit_code(self, detailed: bool) -> int:
+        """0 no change, 2 changes (with `detailed`), 1 errors (terraform's convention)."""
+        if self.failed:
+            return 1
+        return 2 if detailed and self.changed else 0
+
+
+def review_revisions(
+    reader: Mirror,
+    base_sha: str,
+    head_sha: str,
+    planner: planning.Planner,
+    registry: RegistryClient | None,
+) -> Review:
+    """What merging `head` onto `base` does to every pool (see the module docstring)."""
+    base_repo, head_repo = load_at(reader, base_sha), load_at(reader, head_sha)
+    before, after = pool_states(base_repo), pool_states(head_repo)
+    problems: list[ConfigProblem] = list(head_repo.problems)
+    reviews: dict[str, PoolReview] = {}
+    changed: list[str] = []
+    for pool in sorted(set(before) | set(after)):
+        old, new = before.get(pool), after.get(pool)
+        if new is not None and new.error is not None:
+            problems.extend(new.error.problems)
+            reviews[pool] = PoolReview(pool, "error", old, new)
+            continue
+        if old is not None and new is not None and old.error is None and old.key == new.key:
+            reviews[pool] = PoolReview(pool, "unchanged", old, new)
+            continue
+        diffs = diff.diff_items(old.items() if old else {}, new.items() if new else {})
+        status: ReviewStatus = "added" if old is None else "removed" if new is None else "changed"
+        reviews[pool] = PoolReview(pool, status, old, new, tuple(diffs), diff.classify(diffs))
+        if new is not None:
+            changed.append(pool)
+    errors: list[str] = []
+    outcomes = planner.plan_pools(head_repo, changed) if changed else {}
+    for pool, outcome in outcomes.items():
+        review = reviews[pool]
+        existing, lookup_error = None, None
+        if isinstance(outcome, planning.PoolFailure):
+            if outcome.transient:
+                errors.append(f"{pool}: {outcome.error}")
+            elif isinstance(outcome.error, ConfigError):
+                problems.extend(outcome.error.problems)
+            else:
+                errors.append(f"{pool}: {outcome.error}")
+        elif isinstance(outcome, planning.PoolPlan) and registry is not None:
+            try:
+                existing = building.find_existing(registry, outcome)
+            except ReconcilerError as exc:
+                lookup_error = str(exc)
+        reviews[pool] = PoolReview(
+            pool, "error" if isinstance(outcome, planning.PoolFailure) else review.status,
+            review.base, review.head, review.diffs, review.disruption, outcome, existing,
+            lookup_error,
+        )  # fmt: skip
+    unique = tuple(sorted(dict.fromkeys(problems), key=lambda p: (p.file or "", p.line or 0)))
+    return Review(
+        commit_info(reader, base_sha),
+        commit_info(reader, head_sha),
+        reviews,
+        unique,
+        tuple(errors),
+    )
+
+
+# --- history ---------------------------------------------------------------------------------
+
+HistoryKind = Literal["build", "reuse", "revert", "hold", "removed", "invalid"]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One commit that changed a pool's pin."""
+
+    pool: str
+    kind: HistoryKind
+    commit: CommitInfo
+    pin: pins.Pin | None
+    """None when the pin was removed or cannot be read (`problem` says why)."""
+    source: CommitInfo | None = None
+    """The config commit the pin names (None if it is not in this clone)."""
+    problem: str | None = None
+
+    @property
+    def digest(self) -> str | None:
+        return self.pin.spec.digest if self.pin else None
+
+    def to_json(self) -> dict[str, Any]:
+        c, s = self.commit, self.source
+        spec = self.pin.spec if self.pin else None
+        return {
+            "pool": self.pool,
+            "kind": self.kind,
+            "time": c.committer_time.isoformat(),
+            "commit": {
+                "sha": c.sha,
+                "author": f"{c.author_name} <{c.author_email}>",
+                "subject": c.subject,
+            },
+            "image": spec.image if spec else None,
+            "digest": spec.digest if spec else None,
+            "inputsDigest": spec.inputs_digest if spec else None,
+            "renderedConfig": spec.rendered_config if spec else None,
+            "builder": spec.build.builder if spec else None,
+            "source": {
+                "sha": spec.source_commit if spec else None,
+                "author": f"{s.author_name} <{s.author_email}>" if s else None,
+                "subject": s.subject if s else None,
+            },
+            **({"problem": self.problem} if self.problem else {}),
+        }
+
+
+def touched_pools(reader: Mirror, commit: CommitInfo) -> set[str]:
+    """Pools whose pin file `commit` changed (as the loop reads it for holds)."""
+    if history.is_reconciler_commit(commit):
+        return set(history.pinned_pools(commit))
+    if commit.parents:
+        paths = reader.diff_paths(commit.parents[0], commit.sha)
+    else:
+        paths = list(reader.read_files(commit.sha, lambda p: p.startswith("pins/")))
+    return {
+        p.removeprefix("pins/").removesuffix(".yaml")
+        for p in paths
+        if p.startswith("pins/") and p.endswith(".yaml") and p.count("/") == 1
+    }
+
+
+def pool_history(reader: Mirror, head: str, pool: str | None = None) -> list[HistoryEntry]:
+    """Every pin change reachable from `head`, oldest first (of one pool, or all)."""
+    commits = reader.log(head, paths=["pins"], max_count=HISTORY_DEPTH)
+    entries: list[HistoryEntry] = []
+    earlier: dict[str, set[str]] = {}
+    sources: dict[str, CommitInfo | None] = {}
+    for commit in reversed(commits):
+        for name in sorted(touched_pools(reader, commit)):
+            if pool is not None and name != pool:
+                continue
+            seen = earlier.setdefault(name, set())
+            data = reader.read_file(commit.sha, pins.pin_path(name))
+            if data is None:
+                entries.append(HistoryEntry(name, "removed", commit, None))
+                continue
+            try:
+                pin = pins.parse_pin(data, where=f"{pins.pin_path(name)} at {commit.sha[:10]}")
+            except pins.PinError as exc:
+                entries.append(HistoryEntry(name, "invalid", commit, None, problem=str(exc)))
+                continue
+            kind = history.classify(commit, name, seen, pin.spec.digest)
+            source_sha = pin.spec.source_commit
+            if source_sha not in sources:
+                sources[source_sha] = _maybe_commit(reader, source_sha)
+            entries.append(HistoryEntry(name, kind, commit, pin, sources[source_sha]))
+            seen.add(pin.spec.digest)
+    return entries
+
+
+def _maybe_commit(reader: Mirror, sha: str) -> CommitInfo | None:
+    try:
+        found = reader.log(sha, max_count=1)
+    except GitError:
+        return None  # not in this clone (shallow, or a commit that was rewritten away)
+    return found[0] if found else None
+
+
+def last_pin_commits(reader: Mirror, head: str, pools: Iterable[str]) -> dict[str, CommitInfo]:
+    """For each pool, the newest commit that changed its pin (as the loop finds holds)."""
+    pending = set(pools)
+    found: dict[str, CommitInfo] = {}
+    if not pending:
+        return found
+    for commit in reader.log(head, paths=["pins"], max_count=HISTORY_DEPTH):
+        touched = touched_pools(reader, commit) & pending
+        for pool in touched:
+            found[pool] = commit
+        pending -= touched
+        if not pending:
+            break
+    return found
+
+
+# --- what the next pass does -----------------------------------------------------------------
+
+PredictedAction = Literal["pin", "unchanged", "held", "stalled", "failed", "unmanaged"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    pool: str
+    action: PredictedAction
+    message: str
+    digest: str | None = None
+    """The digest the pool will be pinned to (or stays at)."""
+    build: Literal["none", "native", "buildah", "job"] | None = None
+    """For `pin`: `none` when the image exists already, else the builder that will run."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pool": self.pool, "action": self.action, "message": self.message,
+                "digest": self.digest, "build": self.build}  # fmt: skip
+
+
+def predict_pass(
+    reader: Mirror, head: str, planner: planning.Planner, registry: RegistryClient
+) -> dict[str, Prediction]:
+    """What a reconcile pass at `head` would do with each pool, building nothing.
+
+    The decisions are `controller.Reconciler`'s, in its order: unmanaged, cannot plan,
+    held (the pin was last set by someone else and the inputs have not changed since),
+    unchanged (the pin's inputs digest is the plan's), else pin the plan's image, found
+    by identity or built.
+    """
+    repo = load_at(reader, head)
+    outcomes = planner.plan_pools(repo)
+    current: dict[str, pins.Pin] = {}
+    for path, data in reader.read_files(head, lambda p: p.startswith("pins/")).items():
+        name = path.removeprefix("pins/").removesuffix(".yaml")
+        try:
+            current[name] = pins.parse_pin(data, where=path)
+        except pins.PinError:
+            continue  # the loop replaces an invalid pin: as if there were none
+    last = last_pin_commits(reader, head, [p for p in current if p in outcomes])
+    fingerprints: dict[str, str | None] = {}
+    out: dict[str, Prediction] = {}
+    for pool in sorted(outcomes):
+        outcome = outcomes[pool]
+        pin = current.get(pool)
+        if isinstance(outcome, planning.Unmanaged):
+            out[pool] = Prediction(pool, "unmanaged", "no MachineOSConfig: no image is built")
+            continue
+        if isinstance(outcome, planning.PoolFailure):
+            state: PredictedAction = "failed" if outcome.transient else "stalled"
+            keeps = f"keeps {pin.spec.digest[:19]}" if pin else "stays unpinned"
+            first = str(outcome.error).splitlines()[0]
+            out[pool] = Prediction(
+                pool, state, f"{keeps}: {first}", pin.spec.digest if pin else None
+            )
+            continue
+        setter = last.get(pool)
+        if pin is not None and setter is not None and not history.is_reconciler_commit(setter):
+            if setter.sha not in fingerprints:
+                fingerprints[setter.sha] = pool_fingerprint(load_at(reader, setter.sha), pool)
+            if pool_fingerprint(repo, pool) == fingerprints[setter.sha]:
+                out[pool] = Prediction(
+                    pool, "held",
+                    f"held at {pin.spec.digest} (pin set by {setter.author_name} in "
+                    f"{setter.sha[:10]}) until its inputs change",
+                    pin.spec.digest,
+                )  # fmt: skip
+                continue
+        if pin is not None and _satisfies(pin, outcome):
+            out[pool] = Prediction(
+                pool, "unchanged", f"stays at {pin.spec.digest}", pin.spec.digest
+            )
+            continue
+        existing = building.find_existing(registry, outcome)
+        if existing is not None:
+            out[pool] = Prediction(
+                pool, "pin", f"pins {existing} (image exists: no build)", existing, "none"
+            )
+        elif outcome.builder == "native":
+            predicted = outcome.predicted_digest
+            out[pool] = Prediction(
+                pool, "pin", f"builds natively and pins {predicted}", predicted, "native"
+            )
+        else:
+            out[pool] = Prediction(
+                pool, "pin", f"builds with {outcome.builder} ({'; '.join(outcome.image.reasons)}) "
+                "and pins the result", None, outcome.builder,
+            )  # fmt: skip
+    return out
+
+
+def _satisfies(pin: pins.Pin, plan: planning.PoolPlan) -> bool:
+    """The loop's test (`controller.Reconciler._satisfies`): same inputs, same repository,
+    same architecture."""
+    repository = reference.repository(plan.target)
+    return (
+        pin.spec.inputs_digest == plan.inputs_digest
+        and pin.spec.image.startswith(f"{repository}@")
+        and pin.spec.architecture == plan.architecture
+    )
+
+
+# --- rollback --------------------------------------------------------------------------------
+
+
+@dataclass
+class RollbackResult:
+    pool: str
+    mode: Literal["revert", "hold"]
+    target: HistoryEntry | None
+    """The pin the pool goes back to, when the point is a pin in its history."""
+    point: str
+    """The config commit the pool's inputs go back to (revert) or the pin commit (hold)."""
+    reverted: list[CommitInfo] = field(default_factory=list)
+    commit: str = ""
+    """The new head (last revert commit, or the hold commit)."""
+    branch: str = ""
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+
+
+def find_point(
+    pool: str, entries: list[HistoryEntry], to: str, resolve: Callable[[str], str]
+) -> tuple[HistoryEntry | None, str]:
+    """`--to DIGEST|REV` → (the pin entry it names, if any; the commit it names)."""
+    if to.startswith("sha256:"):
+        if not _DIGEST_PREFIX_RE.match(to):
+            raise ConfigError.simple(
+                f"{to!r} is not a digest", fix="pass sha256:<hex> as `reconciler history` shows"
+            )
+        matches = [e for e in entries if e.digest and e.digest.startswith(to)]
+        digests = {e.digest for e in matches}
+        if not matches:
+            known = ", ".join(sorted({e.digest[:19] for e in entries if e.digest})) or "none"
+            raise ConfigError.simple(
+                f"the pool was never pinned to {to} (pins in its history: {known})",
+                fix=f"pick a digest from `reconciler history --pool {pool}`",
+            )
+        if len(digests) > 1:
+            raise ConfigError.simple(f"{to} matches several digests", fix="give more digits")
+        entry = matches[-1]
+        return entry, entry.commit.sha
+    sha = resolve(to)
+    by_commit = [e for e in entries if e.commit.sha == sha]
+    if by_commit:
+        return by_commit[-1], sha
+    by_source = [e for e in entries if e.pin and e.pin.spec.source_commit == sha]
+    return (by_source[-1] if by_source else None), sha
+
+
+def commits_changing_pool(reader: Mirror, point: str, head: str, pool: str) -> list[CommitInfo]:
+    """Config commits after `point` up to `head` that changed the pool's inputs, newest
+    first (the order `git revert` needs). Merges are skipped: their changes come from
+    the commits they merge, which are in the range too."""
+    found = []
+    cache: dict[str, str | None] = {}
+
+    def fingerprint(sha: str) -> str | None:
+        if sha not in cache:
+            cache[sha] = pool_fingerprint(load_at(reader, sha), pool)
+        return cache[sha]
+
+    for commit in reader.log(f"{point}..{head}", max_count=HISTORY_DEPTH):
+        if history.is_reconciler_commit(commit) or len(commit.parents) != 1:
+            continue
+        if fingerprint(commit.sha) != fingerprint(commit.parents[0]):
+            found.append(commit)
+    return found
+
+
+def rollback(
+    local: LocalRepository,
+    pool: str,
+    to: str,
+    planner: planning.Planner,
+    registry: RegistryClient,
+    *,
+    hold: bool = False,
+    branch: str | None = None,
+    author: tuple[str, str] | None = None,
+) -> RollbackResult:
+    """Return `pool` to an earlier point (see `reconciler rollback --help`).
+
+    Revert (default): `git revert` of every config commit after the point that changed
+    the pool's inputs, newest first; the next pass finds the earlier image by identity
+    and pins it without a build. Hold: one commit writing the earlier pin file back, which
+    the loop honours as an explicit hold until the pool's inputs change (DESIGN §6).
+    """
+    reader = local.view
+    head = local.resolve("HEAD")
+    entries = pool_history(reader, head, pool)
+    if not any(e.pin for e in entries):
+        raise ConfigError.simple(
+            f"pool {pool!r} has no pins in the history of {local.path}",
+            fix="check the pool name (`reconciler history` lists every pool)",
+        )
+    entry, sha = find_point(pool, entries, to, local.resolve)
+    if hold:
+        result = _hold(local, head, pool, entries, entry, sha, author)
+    else:
+        point = entry.pin.spec.source_commit if entry is not None and entry.pin else sha
+        if not reader.is_ancestor(point, head):
+            raise ConfigError.simple(
+                f"{point[:10]} is not in the history of HEAD ({head[:10]})",
+                fix="pick a point on the current branch (`reconciler history` lists them)",
+            )
+        commits = commits_changing_pool(reader, point, head, pool)
+        if not commits:
+            raise ConfigError.simple(
+                f"no config commit since {point[:10]} changed the inputs of {pool}: "
+                "nothing to revert",
+                fix="to pin the earlier image anyway, pass --hold",
+            )
+        new = local.revert(head, [c.sha for c in commits], author)
+        result = RollbackResult(pool, "revert", entry, point, commits, new)
+    result.branch = local.place(result.commit, head, branch)
+    result.predictions = predict_pass(reader, result.commit, planner, registry)
+    return result
+
+
+def _hold(
+    local: LocalRepository,
+    head: str,
+    pool: str,
+    entries: list[HistoryEntry],
+    entry: HistoryEntry | None,
+    sha: str,
+    author: tuple[str, str] | None,
+) -> RollbackResult:
+    reader = local.view
+    if entry is None or entry.pin is None:
+        # A config commit: the newest pin made from the same inputs.
+        want = pool_fingerprint(load_at(reader, sha), pool)
+        same = [
+            e for e in entries
+            if e.pin and e.source and pool_fingerprint(load_at(reader, e.source.sha), pool) == want
+        ]  # fmt: skip
+        if want is None or not same:
+            raise ConfigError.simple(
+                f"no pin of {pool} was made from the config at {sha[:10]}",
+                fix="pass a digest or pin commit from `reconciler history --pool "
+                f"{pool}`, or roll back without --hold (reverts, and builds if needed)",
+            )
+        entry = same[-1]
+    path = pins.pin_path(pool)
+    data = reader.read_file(entry.commit.sha, path)
+    if data is None or entry.pin is None:
+        raise ConfigError.simple(f"{path} is missing at {entry.commit.sha[:10]}")
+    if reader.read_file(head, path) == data:
+        raise ConfigError.simple(
+            f"{pool} is already pinned to {entry.pin.spec.digest} at HEAD", fix="nothing to do"
+        )
+    spec = entry.pin.spec
+    message = (
+        f"Hold {pool} at {spec.digest[7:19]} (rollback)\n\n"
+        f"Pins {pool} back to {spec.image},\n"
+        f"the image pinned in {entry.commit.sha[:10]} ({entry.commit.subject}).\n\n"
+        "The reconciler holds the pool at this pin until its inputs change; revert this\n"
+        "commit to release the hold.\n"
+    )
+    new = local.commit_files(head, {path: data}, message, author)
+    return RollbackResult(pool, "hold", entry, entry.commit.sha, [], new)
