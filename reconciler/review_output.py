@@ -108,6 +108,8 @@ def review_json(review: Review) -> dict[str, Any]:
     pools: dict[str, Any] = {}
     for name, r in sorted(review.pools.items()):
         entry: dict[str, Any] = {"status": r.status, "changes": _changes_summary(r)}
+        if r.base is not None and r.base.error is not None:
+            entry["baseError"] = str(r.base.error)
         if r.base and r.base.rendered:
             entry["baseRenderedConfig"] = r.base.rendered.name
         if r.head and r.head.rendered:
@@ -162,6 +164,8 @@ def review_text(review: Review) -> str:
             new = r.head.rendered.name if r.head and r.head.rendered else "-"
             rows.append(("rendered config", f"{old} -> {new}"))
         rows.append(("changes", _changes_summary(r)))
+        if r.base is not None and r.base.error is not None:
+            rows.append(("base", "did not render (shown against nothing)"))
         if r.plan is not None:
             rows.append(("inputs digest", r.plan.inputs_digest))
             rows.append(("image after merge", _image_after(r, short=False).replace("`", "")))
@@ -251,6 +255,8 @@ def _pool_section(review: Review, name: str, r: PoolReview, cap: int | None) -> 
         old = f"`{r.base.rendered.name}`" if r.base and r.base.rendered else "none"
         new = f"`{r.head.rendered.name}`" if r.head and r.head.rendered else "none"
         out.append(f"- **Rendered config:** {old} → {new}")
+    if r.base is not None and r.base.error is not None:
+        out.append("- **Base:** did not render; the diff is against nothing")
     build = _build_summary(r)
     if build:
         why = ""

@@ -309,14 +309,14 @@ def test_history_after_a_change_a_revert_and_a_hold(forge: Forge) -> None:
     change = forge.commit({CHRONY: swap_chrony_server(forge.read(CHRONY), "ntp2.example.internal")},
                           "chrony: ntp2")  # fmt: skip
     forge.push()
-    r.reconcile_once()  # 2. a config change: built
+    second_pin_commit = r.reconcile_once().commit  # 2. a config change: built
     forge.pull()
     forge.git("revert", "--no-edit", change)
     forge.push()
-    r.reconcile_once()  # 3. the config revert: the earlier image, no build
+    third_pin_commit = r.reconcile_once().commit  # 3. the config revert: the earlier image
     forge.pull()
-    second_pin_commit = forge.git("log", "-1", "--format=%H", "--grep=^pin 2 pools", "HEAD~1")
-    forge.git("revert", "--no-edit", forge.git("rev-parse", "HEAD").strip())  # 4. hand revert
+    assert third_pin_commit == forge.git("rev-parse", "HEAD").strip()
+    forge.git("revert", "--no-edit", third_pin_commit)  # 4. an admin reverts that pin commit
     forge.push()
     report = r.reconcile_once()
     assert report.pools["worker"].state == "held"  # what the loop does, for comparison
@@ -328,13 +328,14 @@ def test_history_after_a_change_a_revert_and_a_hold(forge: Forge) -> None:
     first, second, back, held = entries
     assert back["digest"] == first["digest"]
     assert back["builder"] == "reused"
-    assert held["digest"] == back["digest"] or held["digest"] == second["digest"]
+    assert held["digest"] == second["digest"]  # the pin revert restored the pin before it
     assert held["commit"]["author"] == "Admin <admin@example.test>"
     assert held["commit"]["subject"].startswith('Revert "pin ')
     assert second["source"]["sha"] == change
     assert second["source"]["subject"] == "chrony: ntp2"
     assert second["source"]["author"] == "Admin <admin@example.test>"
-    assert second["commit"]["sha"] == second_pin_commit.strip() or second["commit"]["sha"]
+    assert second["commit"]["sha"] == second_pin_commit
+    assert back["commit"]["sha"] == third_pin_commit
     assert all(e["time"] and e["inputsDigest"].startswith("sha256:") for e in entries)
     # the loop's classification of its own commits agrees (a revert reuses, never builds)
     assert [e["builder"] for e in entries[:3]] == ["native", "native", "reused"]
@@ -434,3 +435,28 @@ def test_rollback_to_an_unknown_digest_names_the_known_ones(forge: Forge) -> Non
     assert result.exit_code == 1
     assert "never pinned" in result.output
     assert forge.pin("worker").spec.digest[:19] in result.output
+
+
+def test_a_new_pool_and_a_pool_fixed_by_the_change_are_planned_against_nothing(
+    forge: Forge,
+) -> None:
+    # main has a broken worker config; the pull request fixes it and adds a pool
+    forge.commit({"machineconfigs/80-worker-bad.yaml": forge.read(WORKER_SSH)
+                  .replace("99-worker-ssh", "80-worker-bad").replace("name: core", "name: x")},
+                 "worker: a broken config")  # fmt: skip
+    forge.git("checkout", "-q", "-b", "fix")
+    forge.git("rm", "-q", "machineconfigs/80-worker-bad.yaml")
+    edge = forge.read("machineconfigpools/worker.yaml").replace("name: worker", "name: edge")
+    mosc = forge.read("machineosconfigs/worker.yaml").replace("worker", "edge")
+    forge.commit({"machineconfigpools/edge.yaml": edge, "machineosconfigs/edge.yaml": mosc},
+                 "fix worker, add an edge pool")  # fmt: skip
+    code, doc = plan_json(forge, "main")
+    assert code == 2, doc
+    assert doc["changed"] == ["edge", "infra", "worker"]
+    assert doc["pools"]["edge"]["status"] == "added"
+    assert doc["pools"]["edge"]["plan"]["builder"] == "native"
+    worker = doc["pools"]["worker"]
+    assert "80-worker-bad" in worker["baseError"]
+    assert "+++ b/etc/chrony.conf" in worker["diff"]  # everything is new against nothing
+    text = forge.cli("plan", "--base", "main").stdout
+    assert "did not render (shown against nothing)" in text
