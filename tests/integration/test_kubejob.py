@@ -313,6 +313,7 @@ def test_a_restarted_reconciler_waits_for_the_running_job_and_starts_no_second(
     assert kubeapi.list("jobs", NS) == []
 
 
+@pytest.mark.slow  # buildah retries the push (3 × 2 s) in each Job
 def test_a_transient_failure_is_retried_by_a_new_job_on_the_next_pass(
     registry: RunningRegistry,
     dnf_base: BuildBase,
