@@ -28,15 +28,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from reconciler import building, planning
+from reconciler import building, controller, planning
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.localgit import LocalRepository
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import diff, history, identity, imageplan, load, merge, model, pins, reference
+from reconciler.core import diff, history, identity, imageplan, load, merge, model, pins
 from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerError
 
-HISTORY_DEPTH = 500
-"""Commits touching `pins/` read back (the loop reads as many to decide holds)."""
+HISTORY_DEPTH = controller.HISTORY_DEPTH
+"""Commits touching `pins/` read back: as many as the loop reads to decide holds."""
 AGENT_NOTE = (
     "In image mode our node agent applies every new image with `bootc switch` and a "
     "reboot; the disruption shown is what MCO's default node disruption policies would "
@@ -280,10 +280,9 @@ def touched_pools(reader: Mirror, commit: CommitInfo) -> set[str]:
     """Pools whose pin file `commit` changed (as the loop reads it for holds)."""
     if history.is_reconciler_commit(commit):
         return set(history.pinned_pools(commit))
-    if commit.parents:
-        paths = reader.diff_paths(commit.parents[0], commit.sha)
-    else:
-        paths = list(reader.read_files(commit.sha, lambda p: p.startswith("pins/")))
+    if not commit.parents:
+        return set()  # as the loop: a root commit (or a shallow boundary) sets no hold
+    paths = reader.diff_paths(commit.parents[0], commit.sha)
     return {
         p.removeprefix("pins/").removesuffix(".yaml")
         for p in paths
@@ -436,14 +435,9 @@ def predict_pass(
 
 
 def _satisfies(pin: pins.Pin, plan: planning.PoolPlan) -> bool:
-    """The loop's test (`controller.Reconciler._satisfies`): same inputs, same repository,
-    same architecture."""
-    repository = reference.repository(plan.target)
-    return (
-        pin.spec.inputs_digest == plan.inputs_digest
-        and pin.spec.image.startswith(f"{repository}@")
-        and pin.spec.architecture == plan.architecture
-    )
+    """Whether the pin already is the plan's image: the loop's own test, called rather
+    than copied so a prediction can never disagree with the pass."""
+    return controller.Reconciler._satisfies(pin, plan)
 
 
 # --- rollback --------------------------------------------------------------------------------
