@@ -460,3 +460,57 @@ def test_a_new_pool_and_a_pool_fixed_by_the_change_are_planned_against_nothing(
     assert "+++ b/etc/chrony.conf" in worker["diff"]  # everything is new against nothing
     text = forge.cli("plan", "--base", "main").stdout
     assert "did not render (shown against nothing)" in text
+
+
+def test_a_revert_that_conflicts_is_undone_and_explained(forge: Forge) -> None:
+    r = forge.reconciler()
+    r.reconcile_once()
+    first = forge.pin("worker")
+    forge.pull()
+    forge.commit({WORKER_KARGS: forge.read(WORKER_KARGS).replace("audit=1", "audit=0")},
+                 "worker: audit off")  # fmt: skip
+    # a later commit edits the next line without changing what worker renders
+    forge.commit({WORKER_KARGS: forge.read(WORKER_KARGS).replace(
+        "    - audit=0\n", "    - audit=0\n    # audit off: too noisy\n")}, "a comment")  # fmt: skip
+    forge.push()
+    r.reconcile_once()
+    forge.pull()
+    head = forge.git("rev-parse", "HEAD").strip()
+    result = forge.cli("rollback", "--pool", "worker", "--to", first.spec.digest)
+    assert result.exit_code == 1
+    assert f"conflicts in {WORKER_KARGS}" in result.output
+    assert "--hold" in result.output  # the other way back
+    # nothing half-done: the branch, the checkout and the worktree list are as before
+    assert forge.git("rev-parse", "HEAD").strip() == head
+    assert forge.git("status", "--porcelain") == ""
+    assert len(forge.git("worktree", "list").splitlines()) == 1
+
+
+def test_revisions_missing_from_a_shallow_clone_say_how_to_fetch_them(
+    forge: Forge, tmp_path: Path
+) -> None:
+    forge.commit({WORKER_SSH: forge.read(WORKER_SSH).replace("oncall@", "pager@")}, "keys")
+    forge.push()
+    shallow = tmp_path / "shallow"
+    run_git("clone", "-q", "--depth=1", forge.server.url, shallow)
+    result = CliRunner().invoke(cli, ["plan", "--repo", str(shallow), "--base", "HEAD~1",
+                                      "--insecure-registry", forge.registry.host])  # fmt: skip
+    assert result.exit_code == 1
+    assert "no commit 'HEAD~1'" in result.output
+    assert "fetch-depth: 0" in result.output
+    # history stops at the shallow boundary instead of failing
+    history = CliRunner().invoke(cli, ["history", "--repo", str(shallow)])
+    assert history.exit_code == 0, history.output
+
+
+def test_rollback_needs_a_branch_to_commit_to(forge: Forge) -> None:
+    forge.reconciler().reconcile_once()
+    forge.pull()
+    forge.commit({CHRONY: swap_chrony_server(forge.read(CHRONY), "ntp5.example.internal")},
+                 "chrony: ntp5")  # fmt: skip
+    first = forge.pin("worker").spec.digest
+    forge.git("checkout", "-q", "--detach")
+    result = forge.cli("rollback", "--pool", "worker", "--to", first)
+    assert result.exit_code == 1
+    assert "detached HEAD" in result.output
+    assert "--branch" in result.output
