@@ -11,8 +11,11 @@ The rendered config is shown as "virtual files" so a reviewer reads it the way t
 code: `etc/chrony.conf` is the file's decoded content, `systemd/<unit>` a unit's text,
 `kernelArguments` one argument per line, `passwd/core/sshAuthorizedKeys` one key per
 line. Mode, owner and flags are metadata lines above the hunk, as git shows a mode
-change. Binary content is shown by size and sha256, never inline. A password hash is
-shown only by a digest of it.
+change. Binary content is shown by size and sha256, never inline. So is anything that
+looks secret, because a plan ends up in PR comments and CI logs: credentials files
+(auth.json, kubelet's pull secret, `*.key`), private keys, and files whose mode makes
+them unreadable to others (an admin's own statement that the content is private). A
+password hash is shown only by a digest of it.
 
 Disruption is classified the way MCO's Machine Config Daemon does with its default node
 disruption policies (reference `mco-semantics.md` §5; MCO `pkg/daemon/update.go`
@@ -411,7 +414,37 @@ def _file_item(node: Mapping[str, Any]) -> Item:
         return Item(
             "file", _rel(path), f"<undecodable contents: {exc.problem}>\n", tuple(meta), path
         )
+    hidden = _secret_reason(path, node.get("mode"), data)
+    if hidden:
+        digest = hashlib.sha256(data).hexdigest()
+        body = f"<not shown ({hidden}): {len(data)} bytes, sha256 {digest}>\n"
+        return Item("file", _rel(path), body, tuple(meta), path)
     return Item("file", _rel(path), _body(data), tuple(meta), path)
+
+
+# Files that hold credentials by convention: pull secrets and registry auth files
+# (containers-auth.json(5); kubelet's config.json, MCO's KubeletAuthFile; bootc's
+# /etc/ostree/auth.json) and private keys.
+_SECRET_NAMES = ("auth.json", ".dockercfg", "credentials")
+_SECRET_PATHS = ("/var/lib/kubelet/config.json",)
+_SECRET_SUFFIXES = (".key", ".p12", ".pfx", ".keytab")
+
+
+def _secret_reason(path: str, mode: Any, data: bytes) -> str | None:
+    """Why a file's content must not go into a plan (a PR comment), if it must not."""
+    name = posixpath.basename(path)
+    if (
+        path in _SECRET_PATHS
+        or name in _SECRET_NAMES
+        or name.endswith(_SECRET_SUFFIXES)
+        or (name == "config.json" and "/.docker/" in path)
+    ):
+        return "a credentials file"
+    if b"PRIVATE KEY-----" in data:
+        return "holds a private key"
+    if isinstance(mode, int) and not mode & 0o004:
+        return f"mode {mode:04o}: not readable by others"
+    return None
 
 
 def _body(data: bytes) -> str:

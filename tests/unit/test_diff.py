@@ -51,7 +51,7 @@ def test_identical_specs_have_no_diff_and_no_disruption(worker: dict[str, Any]) 
 def test_a_file_change_is_a_unified_diff_of_its_decoded_content(worker: dict[str, Any]) -> None:
     def edit(spec: dict[str, Any]) -> None:
         f = spec["config"]["storage"]["files"][0]
-        f["mode"] = 0o600
+        f["mode"] = 0o755
         text = base64.b64decode(f["contents"]["source"].split(",", 1)[1]).decode()
         new = text.replace("ntp1", "ntp2").encode()
         f["contents"]["source"] = "data:;base64," + base64.b64encode(new).decode()
@@ -60,7 +60,7 @@ def test_a_file_change_is_a_unified_diff_of_its_decoded_content(worker: dict[str
     assert (d.status, d.name, d.item.kind) == ("modified", "etc/chrony.conf", "file")
     lines = d.lines()
     assert lines[:3] == ["diff --rendered a/etc/chrony.conf b/etc/chrony.conf",
-                         "old mode 0644", "new mode 0600"]  # fmt: skip
+                         "old mode 0644", "new mode 0755"]  # fmt: skip
     assert "--- a/etc/chrony.conf" in lines
     assert "-server ntp1.example.internal iburst" in lines
     assert "+server ntp2.example.internal iburst" in lines
@@ -252,3 +252,26 @@ def test_a_change_of_the_final_newline_is_still_shown(worker: dict[str, Any]) ->
     add_file("/etc/x", b"a\n")(new)
     (d,) = diff.diff_items(diff.config_items(old), diff.config_items(new))
     assert d.lines()[-1] == "\\ only the newline at the end of the file changed"
+
+
+@pytest.mark.parametrize(
+    ("path", "mode", "data", "reason"),
+    [
+        ("/var/lib/kubelet/config.json", 0o644, b'{"auths": {"r": {"auth": "c2VjcmV0"}}}',
+         "a credentials file"),
+        ("/etc/ostree/auth.json", 0o644, b'{"auths": {}}', "a credentials file"),
+        ("/etc/pki/tls/private/host.key", 0o644, b"key material", "a credentials file"),
+        ("/etc/app/tls.pem", 0o644, b"-----BEGIN PRIVATE KEY-----\nMIIE\n", "holds a private key"),
+        ("/etc/app/token", 0o600, b"hunter2", "mode 0600: not readable by others"),
+    ],
+)  # fmt: skip
+def test_secret_looking_files_are_shown_by_digest_only(
+    worker: dict[str, Any], path: str, mode: int, data: bytes, reason: str
+) -> None:
+    (d,) = changed(worker, add_file(path, data, mode=mode))
+    text = "\n".join(d.lines())
+    assert data.decode() not in text
+    assert f"<not shown ({reason}): {len(data)} bytes, sha256 " in text
+    # the change is still visible: another secret gives another digest
+    (e,) = changed(worker, add_file(path, data + b"2", mode=mode))
+    assert e.item.text != d.item.text
