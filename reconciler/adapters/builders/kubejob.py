@@ -32,6 +32,12 @@ Objects, all in one namespace and named from the inputs digest
   build per inputs digest, never two. A wait that times out leaves the Job running for
   the next pass to pick up.
 
+The pod sets no securityContext, like MCO's build pod (which runs unprivileged as UID
+1000 with the anyuid SCC granted to its service account): a cluster whose policy
+forbids what buildah's chroot isolation needs must give the builder's service account
+(`service_account`) the right to run it. The fake kubelet of the tests runs the
+command on the test machine, so this part is not tested here.
+
 Talks to the API server through the official client (`reconciler.adapters.kube.Kube`:
 kubeconfig or the in-cluster service account). RBAC the reconciler needs in the build
 namespace: create/get/delete on jobs, configmaps and secrets; list on pods; get on
@@ -59,7 +65,8 @@ from reconciler.planning import PoolPlan
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAGE = "quay.io/buildah/stable:v1.38"
+# The upstream buildah image (Fedora, buildah and bash; BUILDAH_ISOLATION=chroot).
+DEFAULT_IMAGE = "quay.io/containers/buildah:v1.41.5"
 DEFAULT_TIMEOUT_S = 3600.0
 BACKOFF_LIMIT = 3
 CONFIGMAP_MAX_BYTES = 1024 * 1024
