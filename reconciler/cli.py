@@ -424,7 +424,7 @@ def builder_options(f: F) -> F:
         click.option(
             "--builder-image",
             help="The image build Jobs run (buildah and bash). "
-            "Default: a quay.io/buildah/stable tag.",
+            "Default: a quay.io/containers/buildah tag.",
         ),
     ]
 
