@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from reconciler import building, failpoints, planning
+from reconciler import building, failpoints, holds, planning
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import history, identity, imageplan, load, merge, model, pins, reference
+from reconciler.core import history, load, model, pins
 from reconciler.errors import GitError, PushRejected, ReconcilerError, is_transient
 from reconciler.status import PoolStatus, StatusStore
 
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 
 PoolState = Literal["pinned", "unchanged", "held", "stalled", "failed", "unmanaged"]
 DEFAULT_AUTHOR = ("reconciler", "reconciler@gitops.bootc.dev")
-HISTORY_DEPTH = 500
-"""How many commits touching `pins/` are read back to find who last set each pin."""
 
 
 @dataclass(frozen=True)
@@ -89,12 +87,6 @@ class PassReport:
         return sorted(p for p, r in self.pools.items() if r.state == "pinned")
 
 
-@dataclass(frozen=True)
-class Hold:
-    commit: CommitInfo
-    reason: str
-
-
 class Reconciler:
     """One config repository and branch, reconciled into pins (see the module docstring)."""
 
@@ -117,7 +109,7 @@ class Reconciler:
         self.status = self.store.load()
         self.status.repo = mirror.display_url
         self.status.branch = settings.branch
-        self._fingerprints: dict[tuple[str, str], str | None] = {}
+        self.hold_finder = holds.HoldFinder(mirror)
 
     # --- the pass -------------------------------------------------------------------------
 
@@ -172,9 +164,11 @@ class Reconciler:
         planner = planning.Planner(self.registry, default_builder=self.settings.default_builder)
         outcomes = planner.plan_pools(repo)
         failpoints.hit("after-plan")
-        current = self._read_pins(head)
+        current = holds.read_pins(self.mirror, head)
         source = self._source_commit(head)
-        holds = self._holds(head, repo, current, outcomes)
+        pinned = {p: pin for p, pin in current.items() if isinstance(pin, pins.Pin)}
+        held = self.hold_finder.holds(head, repo, {p: pin for p, pin in pinned.items()
+                                                  if p in outcomes})  # fmt: skip
         changes: list[history.PinChange] = []
         # 4-5. decide, and build what is missing
         for pool in sorted(outcomes):
@@ -190,10 +184,10 @@ class Reconciler:
                     pool, state, str(outcome.error), existing, outcome.transient
                 )
                 continue
-            if pool in holds:
-                report.pools[pool] = PoolReport(pool, "held", holds[pool].reason, existing)
+            if pool in held:
+                report.pools[pool] = PoolReport(pool, "held", held[pool].reason, existing)
                 continue
-            if existing is not None and self._satisfies(existing, outcome):
+            if existing is not None and holds.satisfies(existing, outcome):
                 report.pools[pool] = PoolReport(pool, "unchanged", "", existing)
                 continue
             change = self._build(outcome, existing, source, report)
@@ -203,15 +197,6 @@ class Reconciler:
                 changes.append(change)
         failpoints.hit("after-build")
         return changes
-
-    @staticmethod
-    def _satisfies(pin: pins.Pin, plan: planning.PoolPlan) -> bool:
-        repository = reference.repository(plan.target)
-        return (
-            pin.spec.inputs_digest == plan.inputs_digest
-            and pin.spec.image.startswith(f"{repository}@")
-            and pin.spec.architecture == plan.architecture
-        )
 
     def _build(
         self,
@@ -250,22 +235,6 @@ class Reconciler:
 
     # --- what Git says ----------------------------------------------------------------------
 
-    def _read_pins(self, head: str) -> dict[str, pins.Pin | pins.PinError]:
-        out: dict[str, pins.Pin | pins.PinError] = {}
-        files = self.mirror.read_files(
-            head, lambda p: p.startswith("pins/") and p.endswith(".yaml")
-        )
-        for path, data in files.items():
-            pool = path.removeprefix("pins/").removesuffix(".yaml")
-            try:
-                pin = pins.parse_pin(data, where=path)
-                if pin.spec.pool != pool:
-                    raise pins.PinError(f"{path}: spec.pool is {pin.spec.pool!r}, not {pool!r}")
-                out[pool] = pin
-            except pins.PinError as exc:
-                out[pool] = exc
-        return out
-
     def _source_commit(self, head: str) -> CommitInfo:
         """The newest commit at `head` that is not a reconciler pin commit: the config
         commit the pins are computed from (the same on every replica)."""
@@ -273,67 +242,6 @@ class Reconciler:
             if not history.is_reconciler_commit(commit):
                 return commit
         return self.mirror.log(head, max_count=1)[0]
-
-    def _holds(
-        self,
-        head: str,
-        repo: load.Repository,
-        current: Mapping[str, pins.Pin | pins.PinError],
-        outcomes: Mapping[str, planning.PoolOutcome],
-    ) -> dict[str, Hold]:
-        """Pools whose pin someone other than the reconciler set, and whose inputs have
-        not changed since (DESIGN §6): decided from history alone."""
-        pending = {p for p, pin in current.items() if isinstance(pin, pins.Pin) and p in outcomes}
-        last_touch: dict[str, CommitInfo] = {}
-        if pending:
-            for commit in self.mirror.log(head, paths=["pins"], max_count=HISTORY_DEPTH):
-                if history.is_reconciler_commit(commit):
-                    touched = set(history.pinned_pools(commit))
-                else:
-                    parent = commit.parents[0] if commit.parents else None
-                    paths = self.mirror.diff_paths(parent, commit.sha) if parent else []
-                    touched = {
-                        p.removeprefix("pins/").removesuffix(".yaml")
-                        for p in paths
-                        if p.startswith("pins/")
-                    }
-                for pool in touched & pending:
-                    last_touch[pool] = commit
-                pending -= touched
-                if not pending:
-                    break
-        holds = {}
-        for pool, commit in last_touch.items():
-            if history.is_reconciler_commit(commit):
-                continue
-            now_print = self._fingerprint_of(repo, pool)
-            then_print = self._fingerprint_at(commit.sha, pool)
-            if now_print is not None and now_print == then_print:
-                holds[pool] = Hold(
-                    commit,
-                    f"pin set by {commit.author_name} in {commit.sha[:10]} "
-                    f"({commit.subject!r}); held until the pool's inputs change",
-                )
-        return holds
-
-    def _fingerprint_of(self, repo: load.Repository, pool: str) -> str | None:
-        if pool not in repo.pools:
-            return None
-        try:
-            rendered = merge.render_pool(repo, pool)
-        except ReconcilerError:
-            return None
-        mosc = repo.os_configs.get(pool)
-        os_config = mosc.obj if mosc else None
-        arch = imageplan.pool_architecture(os_config, repo.settings)
-        return identity.config_fingerprint(rendered, os_config, repo.settings, architecture=arch)
-
-    def _fingerprint_at(self, sha: str, pool: str) -> str | None:
-        key = (sha, pool)
-        if key not in self._fingerprints:
-            repo = load.load_repository(self.mirror.read_files(sha, load.is_config_path))
-            self._fingerprints[key] = self._fingerprint_of(repo, pool)
-        return self._fingerprints[key]
 
     # --- status -----------------------------------------------------------------------------
 

@@ -28,15 +28,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from reconciler import building, controller, planning
+from reconciler import building, holds, planning
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.localgit import LocalRepository
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import diff, history, identity, imageplan, load, merge, model, pins
 from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerError
 
-HISTORY_DEPTH = controller.HISTORY_DEPTH
-"""Commits touching `pins/` read back: as many as the loop reads to decide holds."""
+HISTORY_DEPTH = holds.HISTORY_DEPTH
 AGENT_NOTE = (
     "In image mode our node agent applies every new image with `bootc switch` and a "
     "reboot; the disruption shown is what MCO's default node disruption policies would "
@@ -276,20 +275,6 @@ class HistoryEntry:
         }
 
 
-def touched_pools(reader: Mirror, commit: CommitInfo) -> set[str]:
-    """Pools whose pin file `commit` changed (as the loop reads it for holds)."""
-    if history.is_reconciler_commit(commit):
-        return set(history.pinned_pools(commit))
-    if not commit.parents:
-        return set()  # as the loop: a root commit (or a shallow boundary) sets no hold
-    paths = reader.diff_paths(commit.parents[0], commit.sha)
-    return {
-        p.removeprefix("pins/").removesuffix(".yaml")
-        for p in paths
-        if p.startswith("pins/") and p.endswith(".yaml") and p.count("/") == 1
-    }
-
-
 def pool_history(reader: Mirror, head: str, pool: str | None = None) -> list[HistoryEntry]:
     """Every pin change reachable from `head`, oldest first (of one pool, or all)."""
     commits = reader.log(head, paths=["pins"], max_count=HISTORY_DEPTH)
@@ -297,7 +282,7 @@ def pool_history(reader: Mirror, head: str, pool: str | None = None) -> list[His
     earlier: dict[str, set[str]] = {}
     sources: dict[str, CommitInfo | None] = {}
     for commit in reversed(commits):
-        for name in sorted(touched_pools(reader, commit)):
+        for name in sorted(holds.touched_pools(reader, commit)):
             if pool is not None and name != pool:
                 continue
             seen = earlier.setdefault(name, set())
@@ -325,22 +310,6 @@ def _maybe_commit(reader: Mirror, sha: str) -> CommitInfo | None:
     except GitError:
         return None  # not in this clone (shallow, or a commit that was rewritten away)
     return found[0] if found else None
-
-
-def last_pin_commits(reader: Mirror, head: str, pools: Iterable[str]) -> dict[str, CommitInfo]:
-    """For each pool, the newest commit that changed its pin (as the loop finds holds)."""
-    pending = set(pools)
-    found: dict[str, CommitInfo] = {}
-    if not pending:
-        return found
-    for commit in reader.log(head, paths=["pins"], max_count=HISTORY_DEPTH):
-        touched = touched_pools(reader, commit) & pending
-        for pool in touched:
-            found[pool] = commit
-        pending -= touched
-        if not pending:
-            break
-    return found
 
 
 # --- what the next pass does -----------------------------------------------------------------
@@ -375,15 +344,13 @@ def predict_pass(
     """
     repo = load_at(reader, head)
     outcomes = planner.plan_pools(repo)
-    current: dict[str, pins.Pin] = {}
-    for path, data in reader.read_files(head, lambda p: p.startswith("pins/")).items():
-        name = path.removeprefix("pins/").removesuffix(".yaml")
-        try:
-            current[name] = pins.parse_pin(data, where=path)
-        except pins.PinError:
-            continue  # the loop replaces an invalid pin: as if there were none
-    last = last_pin_commits(reader, head, [p for p in current if p in outcomes])
-    fingerprints: dict[str, str | None] = {}
+    # an invalid pin is replaced by the loop: as if there were none
+    current = {
+        p: pin for p, pin in holds.read_pins(reader, head).items() if isinstance(pin, pins.Pin)
+    }
+    held = holds.HoldFinder(reader).holds(
+        head, repo, {p: pin for p, pin in current.items() if p in outcomes}
+    )
     out: dict[str, Prediction] = {}
     for pool in sorted(outcomes):
         outcome = outcomes[pool]
@@ -399,19 +366,16 @@ def predict_pass(
                 pool, state, f"{keeps}: {first}", pin.spec.digest if pin else None
             )
             continue
-        setter = last.get(pool)
-        if pin is not None and setter is not None and not history.is_reconciler_commit(setter):
-            if setter.sha not in fingerprints:
-                fingerprints[setter.sha] = pool_fingerprint(load_at(reader, setter.sha), pool)
-            if pool_fingerprint(repo, pool) == fingerprints[setter.sha]:
-                out[pool] = Prediction(
-                    pool, "held",
-                    f"held at {pin.spec.digest} (pin set by {setter.author_name} in "
-                    f"{setter.sha[:10]}) until its inputs change",
-                    pin.spec.digest,
-                )  # fmt: skip
-                continue
-        if pin is not None and _satisfies(pin, outcome):
+        if pin is not None and pool in held:
+            setter = held[pool].commit
+            out[pool] = Prediction(
+                pool, "held",
+                f"held at {pin.spec.digest} (pin set by {setter.author_name} in "
+                f"{setter.sha[:10]}) until its inputs change",
+                pin.spec.digest,
+            )  # fmt: skip
+            continue
+        if pin is not None and holds.satisfies(pin, outcome):
             out[pool] = Prediction(
                 pool, "unchanged", f"stays at {pin.spec.digest}", pin.spec.digest
             )
@@ -432,12 +396,6 @@ def predict_pass(
                 "and pins the result", None, outcome.builder,
             )  # fmt: skip
     return out
-
-
-def _satisfies(pin: pins.Pin, plan: planning.PoolPlan) -> bool:
-    """Whether the pin already is the plan's image: the loop's own test, called rather
-    than copied so a prediction can never disagree with the pass."""
-    return controller.Reconciler._satisfies(pin, plan)
 
 
 # --- rollback --------------------------------------------------------------------------------
