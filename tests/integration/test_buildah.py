@@ -259,3 +259,13 @@ def test_the_repositorys_ca_bundle_is_trusted_in_the_image(
     assert anchor.read_text() == cert
     # update-ca-trust ran (the shim concatenates the anchors into the extracted bundle)
     assert cert in (rootfs / "etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem").read_text()
+
+
+def test_a_tls_registry_with_a_private_ca(
+    registry_tls: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    # The client trusts the test CA through --registry-ca; buildah gets it as --cert-dir.
+    base_ref = dnf_base.copy_to(registry_tls)
+    client, plan = plan_infra(registry_tls, make_repo(tmp_path / "repo", registry_tls, base_ref))
+    digest = BuildahBuilder(client, tmp_path / "work").build(plan)
+    assert registry_tls.skopeo_digest(str(plan.target)) == digest

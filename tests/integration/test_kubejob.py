@@ -373,3 +373,23 @@ def test_reconciler_build_runs_the_pools_job(
     assert registry.skopeo_digest(image) == image.split("@", 1)[1]
     assert len(created(kubeapi, "jobs")) == 1
     assert not (tmp_path / "work" / "containers").exists()  # nothing was built here
+
+
+def test_a_private_registry_ca_goes_to_the_pod_as_its_cert_dir(
+    registry_tls: RunningRegistry, dnf_base: BuildBase, kubeapi: FakeKube, tmp_path: Path
+) -> None:
+    base_ref = dnf_base.copy_to(registry_tls)
+    repo = make_repo(tmp_path / "repo", registry_tls, base_ref, push_secret=None)
+    client, plan = plan_infra(registry_tls, repo)
+    objects = job_builder(client, kubeapi).manifests(plan)
+    validate(objects["job"])
+    validate(objects["configmap"])
+    assert registry_tls.ca_file is not None
+    assert objects["configmap"]["data"]["ca-registry-ca.crt"] == registry_tls.ca_file.read_text()
+    pod = objects["job"]["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    certs = next(v for v in pod["volumes"] if v["name"] == "certs")
+    assert certs["configMap"]["items"] == [{"key": "ca-registry-ca.crt", "path": "registry-ca.crt"}]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "certs")
+    assert env["CERT_DIR"] == mount["mountPath"]
+    assert env["PULL_TLS_VERIFY"] == env["PUSH_TLS_VERIFY"] == "true"

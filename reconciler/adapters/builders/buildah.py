@@ -203,10 +203,16 @@ class BuildahBuilder:
             PUSH_TLS_VERIFY=script.env_flags(inputs.target.registry, insecure),
             TIMESTAMP="0",
         )
-        if self.registry.ca_file:
+        cas = script.ca_certificates(
+            self.registry.ca_file,
+            self.registry.certs_dirs,
+            [inputs.base.registry, inputs.target.registry],
+        )
+        if cas:
             certs = work / "certs"
             certs.mkdir()
-            shutil.copy(self.registry.ca_file, certs / "ca.crt")
+            for name, data in cas.items():
+                (certs / name).write_bytes(data)
             env["CERT_DIR"] = str(certs)
         return env
 

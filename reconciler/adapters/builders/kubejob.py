@@ -90,7 +90,7 @@ CERTS_MOUNT = "/build/certs"
 PULL_AUTH_MOUNT = "/build/pull-auth"
 PUSH_AUTH_MOUNT = "/build/push-auth"
 TERMINATION_LOG = "/dev/termination-log"
-REGISTRY_CA_KEY = "registry-ca.crt"
+CA_KEY_PREFIX = "ca-"  # ConfigMap keys of registry CA certificates (their own volume)
 DOCKERCONFIG_KEY = ".dockerconfigjson"
 
 _NAME_SAFE_RE = re.compile(r"[^a-z0-9-]")
@@ -216,8 +216,12 @@ class JobBuilder:
             }
 
         files = inputs.files(with_script=True)
-        if self.registry.ca_file:
-            files[REGISTRY_CA_KEY] = Path(self.registry.ca_file).read_bytes()
+        cas = script.ca_certificates(
+            self.registry.ca_file,
+            self.registry.certs_dirs,
+            [inputs.base.registry, inputs.target.registry],
+        )
+        files.update({f"{CA_KEY_PREFIX}{name}": data for name, data in cas.items()})
         text, binary = {}, {}
         for key, data in files.items():
             try:
@@ -287,17 +291,12 @@ class JobBuilder:
             {"name": "work", "emptyDir": {}},
             {"name": "storage", "emptyDir": {}},
         ]
-        if self.registry.ca_file:
+        if cas:
             env["CERT_DIR"] = CERTS_MOUNT
             mounts.append({"name": "certs", "mountPath": CERTS_MOUNT, "readOnly": True})
+            items = [{"key": f"{CA_KEY_PREFIX}{n}", "path": n} for n in sorted(cas)]
             volumes.append(
-                {
-                    "name": "certs",
-                    "configMap": {
-                        "name": f"{name}-context",
-                        "items": [{"key": REGISTRY_CA_KEY, "path": "ca.crt"}],
-                    },
-                }
+                {"name": "certs", "configMap": {"name": f"{name}-context", "items": items}}
             )
         for volume, secret, mount, var in (
             ("pull-auth", pull_secret, PULL_AUTH_MOUNT, "PULL_AUTHFILE"),

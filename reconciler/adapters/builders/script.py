@@ -227,6 +227,24 @@ def check_digest(inputs: BuildInputs, text: str, *, where: str) -> str:
     return digest
 
 
+def ca_certificates(
+    ca_file: str | None, certs_dirs: Iterable[str], hosts: Iterable[str]
+) -> dict[str, bytes]:
+    """The CA certificates the registry client trusts for `hosts`, as files for buildah's
+    `--cert-dir` (which replaces the certs.d lookup, so both go in): the client's
+    `--registry-ca` file and every `*.crt` in `<certs.d>/<host>/` (containers-certs.d(5))."""
+    out: dict[str, bytes] = {}
+    if ca_file:
+        out["registry-ca.crt"] = Path(ca_file).read_bytes()
+    for base in certs_dirs:
+        for host in sorted(set(hosts)):
+            directory = Path(base) / host
+            if directory.is_dir():
+                for cert in sorted(directory.glob("*.crt")):
+                    out[f"{host.replace(':', '_')}-{cert.name}"] = cert.read_bytes()
+    return out
+
+
 def env_flags(host: str, insecure: Iterable[str]) -> str:
     """`false` when `host` is a plain-HTTP registry (`--insecure-registry`), else `true`."""
     return "false" if host in set(insecure) else "true"
