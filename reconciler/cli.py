@@ -104,6 +104,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not debug:  # one line per HTTP request is debugging detail, not a transition
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("httpcore").setLevel(logging.WARNING)
 
 
 def load_checked(repo_dir: Path) -> load.Repository:
