@@ -33,9 +33,11 @@ DEMO = ROOT / "demo"
 EXAMPLE_BASE = "quay.io/fedora/fedora-bootc:42"
 
 
-def sh(*args: str | Path, cwd: Path | None = None, check: bool = True) -> str:
-    out = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True)
-    if check and out.returncode != 0:
+def sh(*args: str | Path, cwd: Path | None = None) -> str:
+    out = subprocess.run(
+        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, args))} failed:\n{out.stdout}{out.stderr}")
     return out.stdout
 
