@@ -17,6 +17,7 @@ reaches, and a third pass finds nothing to do. Run as `scripts/demo`.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from tests.fixtures import buildbase  # noqa: E402
 from tests.fixtures import registry as registry_fixture  # noqa: E402
 
-DEMO = ROOT / "demo"
+DEMO = Path(os.environ.get("RECONCILER_DEMO_DIR") or ROOT / "demo")
 EXAMPLE_BASE = "quay.io/fedora/fedora-bootc:42"
 
 
