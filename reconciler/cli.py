@@ -6,11 +6,8 @@ Errors become exit codes and one-line messages on stderr; a traceback only with
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
-import os
 import shutil
 import signal
 import sys
@@ -18,18 +15,27 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import click
 import yaml
 
 from reconciler import building, controller, planning, review, review_output
 from reconciler.adapters import builders, git, localgit, worktree
-from reconciler.adapters.auth import Credentials
-from reconciler.adapters.git import GitAuth
 from reconciler.adapters.registry import RegistryClient
 from reconciler.adapters.watch import RepositoryWatcher
 from reconciler.agent.cli import agent_command
+from reconciler.cli_options import (
+    ContainerfileBuilder,
+    GitSource,
+    RegistryOptions,
+    builder_options,
+    containerfile_builder_option,
+    git_options,
+    parse_author,
+    registry_options,
+    repo_option,
+)
 from reconciler.core import containerfile as containerfile_gen
 from reconciler.core import identity, imageplan, load, merge, pins, schemas
 from reconciler.errors import ConfigError, ReconcilerError
@@ -61,17 +67,6 @@ def dump(obj: Any, output: str) -> str:
         obj, Dumper=_BlockDumper, sort_keys=True, allow_unicode=True, width=1 << 16
     )
     return text.rstrip()
-
-
-def repo_option(f: F) -> F:
-    return click.option(
-        "--repo",
-        "repo_dir",
-        default=".",
-        show_default=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="The config repository's work tree.",
-    )(f)
 
 
 class _Commands(click.Group):
@@ -111,46 +106,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def load_checked(repo_dir: Path) -> load.Repository:
     return load.load_repository(worktree.read_config_files(repo_dir))
-
-
-def registry_options(f: F) -> F:
-    """Registry access: credentials, TLS, plain-HTTP registries (shared by commands)."""
-    options = [
-        click.option(
-            "--authfile",
-            "authfiles",
-            multiple=True,
-            type=click.Path(exists=True, dir_okay=False),
-            help="Registry credentials: containers auth.json, Docker config.json or a "
-            "Kubernetes pull secret (repeatable). Default: $REGISTRY_AUTH_FILE, then the "
-            "containers and Docker default files.",
-        ),
-        click.option(
-            "--insecure-registry",
-            "insecure",
-            multiple=True,
-            metavar="HOST:PORT",
-            help="Talk plain HTTP to this registry (repeatable). Never the default.",
-        ),
-        click.option(
-            "--registry-ca",
-            type=click.Path(exists=True, dir_okay=False),
-            help="Extra CA certificates (PEM) to trust for registries.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def make_registry(
-    authfiles: tuple[str, ...], insecure: tuple[str, ...], registry_ca: str | None
-) -> RegistryClient:
-    return RegistryClient(
-        credentials=Credentials.discover(authfiles),
-        insecure=insecure,
-        ca_file=registry_ca,
-    )
 
 
 @cli.command()
@@ -300,13 +255,7 @@ def containerfile_command(
     is_flag=True,
     help="With --base: exit 0 when no pool changes, 2 when some do, 1 on errors.",
 )
-@click.option(
-    "--containerfile-builder",
-    type=click.Choice(["buildah", "job"]),
-    default="buildah",
-    show_default=True,
-    help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig name none.",
-)
+@containerfile_builder_option
 @registry_options
 def plan(
     repo_dir: Path,
@@ -315,10 +264,8 @@ def plan(
     base: str | None,
     head: str | None,
     detailed_exitcode: bool,
-    containerfile_builder: Literal["buildah", "job"],
-    authfiles: tuple[str, ...],
-    insecure: tuple[str, ...],
-    registry_ca: str | None,
+    containerfile_builder: ContainerfileBuilder,
+    registry: RegistryOptions,
 ) -> None:
     """What each pool's image would be: inputs digest, tag, builder, predicted digest.
 
@@ -329,17 +276,16 @@ def plan(
     as text, JSON or markdown for a PR comment.
     """
     if base is not None:
-        registry = make_registry(authfiles, insecure, registry_ca)
         code = _plan_between(repo_dir, base, head or "HEAD", pools, output, detailed_exitcode,
-                             containerfile_builder, registry)  # fmt: skip
+                             containerfile_builder, registry.client())  # fmt: skip
         raise SystemExit(code)
     if head is not None or detailed_exitcode:
         raise click.UsageError("--head and --detailed-exitcode need --base")
     if output == "markdown":
         raise click.UsageError("--output markdown needs --base (it describes a change)")
     repo = load_checked(repo_dir)
-    with make_registry(authfiles, insecure, registry_ca) as registry:
-        planner = planning.Planner(registry, default_builder=containerfile_builder)
+    with registry.client() as client:
+        planner = planning.Planner(client, default_builder=containerfile_builder)
         outcomes = planner.plan_pools(repo, pools or None)
     if output == "json":
         click.echo(json.dumps(planning.outcomes_summary(outcomes), indent=2, sort_keys=True))
@@ -357,7 +303,7 @@ def _plan_between(
     pools: tuple[str, ...],
     output: str,
     detailed: bool,
-    containerfile_builder: Literal["buildah", "job"],
+    containerfile_builder: ContainerfileBuilder,
     registry: RegistryClient,
 ) -> int:
     with registry, localgit.LocalRepository(repo_dir) as local:
@@ -397,65 +343,6 @@ def _plan_text(outcome: planning.PoolOutcome) -> str:
     return "\n".join([f"{outcome.pool}: {how}{why}", *(f"  {k:17}{v}" for k, v in rows)])
 
 
-def builder_options(f: F) -> F:
-    """How Containerfile builds run (buildah here, or Kubernetes Jobs). The command gets
-    them as one `builder_opts` dict for `builders.available(registry, **builder_opts)`."""
-    options = [
-        click.option(
-            "--build-timeout",
-            type=click.FloatRange(min=1),
-            default=3600.0,
-            show_default=True,
-            help="Seconds a Containerfile build may take (buildah or Job) before it is stopped.",
-        ),
-        click.option(
-            "--build-log-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Where buildah build logs go (kept when a build fails). "
-            "Default: build-logs in the work directory.",
-        ),
-        click.option(
-            "--kubeconfig",
-            type=click.Path(exists=True, dir_okay=False),
-            help="Run Job builds in this cluster (in a pod, its service account is used "
-            "without this).",
-        ),
-        click.option(
-            "--build-namespace",
-            help="Namespace of build Jobs. Default: the pod's own namespace, else 'default'.",
-        ),
-        click.option(
-            "--builder-image",
-            help="The image build Jobs run (buildah and bash). "
-            "Default: a quay.io/containers/buildah tag.",
-        ),
-    ]
-
-    @functools.wraps(f)
-    def wrapper(
-        *args: Any,
-        build_timeout: float,
-        build_log_dir: Path | None,
-        kubeconfig: str | None,
-        build_namespace: str | None,
-        builder_image: str | None,
-        **kwargs: Any,
-    ) -> Any:
-        opts = {
-            "build_timeout_s": build_timeout,
-            "build_log_dir": build_log_dir,
-            "kubeconfig": kubeconfig,
-            "namespace": build_namespace,
-            "builder_image": builder_image,
-        }
-        return f(*args, builder_opts=opts, **kwargs)
-
-    decorated: Any = wrapper
-    for option in reversed(options):
-        decorated = option(decorated)
-    return decorated  # type: ignore[no-any-return]
-
-
 @cli.command()
 @repo_option
 @click.option(
@@ -471,13 +358,7 @@ def builder_options(f: F) -> F:
     "head): after the merge the reconciler finds the images by identity and pins them "
     "without a build.",
 )
-@click.option(
-    "--containerfile-builder",
-    type=click.Choice(["buildah", "job"]),
-    default="buildah",
-    show_default=True,
-    help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig name none.",
-)
+@containerfile_builder_option
 @click.option(
     "--work-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -490,11 +371,9 @@ def build(
     repo_dir: Path,
     pools: tuple[str, ...],
     ref: str | None,
-    containerfile_builder: Literal["buildah", "job"],
+    containerfile_builder: ContainerfileBuilder,
     work_dir: Path | None,
-    authfiles: tuple[str, ...],
-    insecure: tuple[str, ...],
-    registry_ca: str | None,
+    registry: RegistryOptions,
     builder_opts: dict[str, Any],
 ) -> None:
     """Build and push pools' images (unless they exist); print `repo@sha256:...` for each."""
@@ -505,13 +384,13 @@ def build(
             repo = review.load_at(local.view, local.resolve(ref))
     names = list(pools) or sorted(p for p in repo.pools if p in repo.os_configs)
     failures: list[ReconcilerError] = []
-    with make_registry(authfiles, insecure, registry_ca) as registry:
-        planner = planning.Planner(registry, default_builder=containerfile_builder)
+    with registry.client() as client:
+        planner = planning.Planner(client, default_builder=containerfile_builder)
         outcomes = planner.plan_pools(repo, names)
-        available = builders.available(registry, work_dir=work_dir, **builder_opts)
+        available = builders.available(client, work_dir=work_dir, **builder_opts)
         for pool in names:
             try:
-                result = _build_one(registry, pool, outcomes[pool], available)
+                result = _build_one(client, pool, outcomes[pool], available)
             except ReconcilerError as exc:
                 if len(names) == 1:
                     raise
@@ -541,84 +420,6 @@ def _build_one(
             fix=f"add machineosconfigs/{pool}.yaml",
         )
     return building.ensure_image(registry, outcome, available)
-
-
-def git_options(f: F) -> F:
-    """Where the config repository is and how to reach it."""
-    options = [
-        click.option(
-            "--repo",
-            "repo_url",
-            required=True,
-            help="The config repository: a URL (https://, ssh://, git://, file://) or a "
-            "local path.",
-        ),
-        click.option("--branch", default="main", show_default=True, help="Branch to watch."),
-        click.option(
-            "--work-dir",
-            type=click.Path(file_okay=False, path_type=Path),
-            help="Mirror and status live here (default: a directory per repository and "
-            "branch under $XDG_CACHE_HOME/reconciler).",
-        ),
-        click.option(
-            "--git-token-file",
-            type=click.Path(exists=True, dir_okay=False),
-            help="HTTPS: a file holding an access token.",
-        ),
-        click.option("--git-username", help="HTTPS: user name for Basic auth."),
-        click.option(
-            "--git-password-file",
-            type=click.Path(exists=True, dir_okay=False),
-            help="HTTPS: a file holding the password for --git-username.",
-        ),
-        click.option(
-            "--ssh-key",
-            type=click.Path(exists=True, dir_okay=False),
-            help="SSH: the deploy key (private key file).",
-        ),
-        click.option(
-            "--known-hosts",
-            type=click.Path(exists=True, dir_okay=False),
-            help="SSH: known_hosts holding the server's key (default: accept on first use).",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def make_git_auth(
-    git_token_file: str | None,
-    git_username: str | None,
-    git_password_file: str | None,
-    ssh_key: str | None,
-    known_hosts: str | None,
-) -> GitAuth | None:
-    def secret(path: str) -> str:
-        return Path(path).read_text().strip()
-
-    if git_token_file:
-        return GitAuth.token(secret(git_token_file), username=git_username or "x-access-token")
-    if git_password_file:
-        if not git_username:
-            raise click.UsageError("--git-password-file needs --git-username")
-        return GitAuth.basic(git_username, secret(git_password_file))
-    if ssh_key:
-        return GitAuth.ssh(ssh_key, known_hosts=known_hosts)
-    return None
-
-
-def default_work_dir(repo_url: str, branch: str) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    key = hashlib.sha256(f"{git.redact(repo_url)}\n{branch}".encode()).hexdigest()[:16]
-    return cache / "reconciler" / key
-
-
-def parse_author(text: str) -> tuple[str, str]:
-    name, sep, rest = text.partition("<")
-    if not sep or not rest.endswith(">") or not name.strip():
-        raise click.BadParameter(f"{text!r} is not 'Name <email>'", param_hint="--author")
-    return name.strip(), rest[:-1].strip()
 
 
 @cli.command()
@@ -652,70 +453,51 @@ def parse_author(text: str) -> tuple[str, str]:
     type=click.Path(exists=True, dir_okay=False),
     help="The webhook secret (HMAC key, or GitLab's token). Required with --webhook-listen.",
 )
-@click.option(
-    "--containerfile-builder",
-    type=click.Choice(["buildah", "job"]),
-    default="buildah",
-    show_default=True,
-    help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig name none.",
-)
+@containerfile_builder_option
 @registry_options
+@builder_options
 def run(
-    repo_url: str,
-    branch: str,
-    work_dir: Path | None,
-    git_token_file: str | None,
-    git_username: str | None,
-    git_password_file: str | None,
-    ssh_key: str | None,
-    known_hosts: str | None,
+    source: GitSource,
     once: bool,
     interval: float,
     base_poll: float,
     author: str,
     webhook_listen: str | None,
     webhook_secret_file: str | None,
-    containerfile_builder: Literal["buildah", "job"],
-    authfiles: tuple[str, ...],
-    insecure: tuple[str, ...],
-    registry_ca: str | None,
+    containerfile_builder: ContainerfileBuilder,
+    registry: RegistryOptions,
+    builder_opts: dict[str, Any],
 ) -> None:
     """Reconcile the repository: build what changed and commit pins back (long-running).
 
     Each pass: fetch (one ls-remote when nothing moved), load, plan, build what is
     missing, write pins, one commit, push (compare-and-swap, retried on a race).
     """
-    auth = make_git_auth(git_token_file, git_username, git_password_file, ssh_key, known_hosts)
-    work = work_dir or default_work_dir(repo_url, branch)
+    work = source.work
     settings = controller.RunSettings(
-        branch=branch,
+        branch=source.branch,
         author=parse_author(author),
         default_builder=containerfile_builder,
         base_poll_s=base_poll,
     )
     if webhook_listen and not webhook_secret_file:
         raise click.UsageError("--webhook-listen needs --webhook-secret-file")
-    with (
-        controller.WorkDirLock(work),
-        make_registry(authfiles, insecure, registry_ca) as registry,
-    ):
-        mirror = git.Mirror(repo_url, work / "mirror", auth)
-        reconciler = controller.Reconciler(
-            mirror, registry, work, settings, builders.available(registry, work_dir=work)
-        )
+    with controller.WorkDirLock(work), registry.client() as client:
+        mirror = git.Mirror(source.url, work / "mirror", source.auth)
+        available = builders.available(client, work_dir=work, **builder_opts)
+        reconciler = controller.Reconciler(mirror, client, work, settings, available)
         if once:
             report = reconciler.reconcile_once(force=True)
             click.echo(_pass_text(report))
             if any(r.state in ("failed", "stalled") for r in report.pools.values()):
                 raise SystemExit(1)
             return
-        _run_forever(reconciler, repo_url, branch, interval, webhook_listen, webhook_secret_file)
+        _run_forever(reconciler, source, interval, webhook_listen, webhook_secret_file)
 
 
 def _run_forever(
     reconciler: controller.Reconciler,
-    repo_url: str,
-    branch: str,
+    source: GitSource,
     interval: float,
     webhook_listen: str | None,
     webhook_secret_file: str | None,
@@ -728,15 +510,16 @@ def _run_forever(
 
     signal.signal(signal.SIGTERM, on_term)
     helpers: list[Any] = []
-    local = Path(repo_url)
+    local = Path(source.url)
     if local.is_dir():
         helpers.append(RepositoryWatcher(local, trigger).start())
     if webhook_listen and webhook_secret_file:
         host, _, port = webhook_listen.rpartition(":")
         secret = Path(webhook_secret_file).read_bytes().strip()
-        helpers.append(WebhookServer(host or "0.0.0.0", int(port), secret, branch, trigger).start())  # noqa: S104
+        bind = host or "0.0.0.0"  # noqa: S104 - the admin chose to listen on every address
+        helpers.append(WebhookServer(bind, int(port), secret, source.branch, trigger).start())
     logging.getLogger(__name__).info(
-        "watching %s (%s) every %.0fs", git.redact(repo_url), branch, interval
+        "watching %s (%s) every %.0fs", git.redact(source.url), source.branch, interval
     )
     try:
         reconciler.run(stop, trigger, interval)
@@ -766,27 +549,19 @@ def _pass_text(report: controller.PassReport) -> str:
 @git_options
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
 def status(
-    repo_url: str,
-    branch: str,
-    work_dir: Path | None,
-    git_token_file: str | None,
-    git_username: str | None,
-    git_password_file: str | None,
-    ssh_key: str | None,
-    known_hosts: str | None,
+    source: GitSource,
     output: str,
 ) -> None:
     """Each pool's pin in Git, with the conditions the last pass recorded
     (Ready, Building, Stalled, Held) and its last error."""
-    auth = make_git_auth(git_token_file, git_username, git_password_file, ssh_key, known_hosts)
-    work = work_dir or default_work_dir(repo_url, branch)
-    recorded = StatusStore(work / "status.json").load()
-    head = git.remote_head(repo_url, branch, auth)
+    recorded = StatusStore(source.work / "status.json").load()
+    head = git.remote_head(source.url, source.branch, source.auth)
     if head is None:
-        raise ConfigError.simple(f"branch {branch!r} not found in {git.redact(repo_url)}")
-    mirror = git.Mirror(repo_url, Path(tempfile.mkdtemp(prefix="reconciler-status-")), auth)
+        raise ConfigError.simple(f"branch {source.branch!r} not found in {git.redact(source.url)}")
+    scratch = Path(tempfile.mkdtemp(prefix="reconciler-status-"))
+    mirror = git.Mirror(source.url, scratch, source.auth)
     try:
-        mirror.fetch(branch, depth=1, filter="blob:none")
+        mirror.fetch(source.branch, depth=1, filter="blob:none")
         pin_files = mirror.read_files(head, lambda p: p.startswith("pins/"))
     finally:
         shutil.rmtree(mirror.path, ignore_errors=True)
@@ -910,10 +685,8 @@ def rollback(
     hold: bool,
     branch: str | None,
     author: str | None,
-    containerfile_builder: Literal["buildah", "job"],
-    authfiles: tuple[str, ...],
-    insecure: tuple[str, ...],
-    registry_ca: str | None,
+    containerfile_builder: ContainerfileBuilder,
+    registry: RegistryOptions,
 ) -> None:
     """Return a pool to an earlier image: `git revert` the config commits since then
     (or, with --hold, commit the earlier pin), then say what the next pass will do.
@@ -921,13 +694,10 @@ def rollback(
     Nothing is pushed: push the branch, or open a pull request from it.
     """
     who = parse_author(author) if author else None
-    with (
-        make_registry(authfiles, insecure, registry_ca) as registry,
-        localgit.LocalRepository(repo_dir) as local,
-    ):
-        planner = planning.Planner(registry, default_builder=containerfile_builder)
+    with registry.client() as client, localgit.LocalRepository(repo_dir) as local:
+        planner = planning.Planner(client, default_builder=containerfile_builder)
         result = review.rollback(
-            local, pool, to, planner, registry, hold=hold, branch=branch, author=who
+            local, pool, to, planner, client, hold=hold, branch=branch, author=who
         )
     click.echo(review_output.rollback_text(result))
 
