@@ -70,6 +70,8 @@ class PoolReport:
     message: str = ""
     pin: pins.Pin | None = None
     transient: bool = False
+    inputs_digest: str | None = None
+    """For a build that failed for good: the inputs it failed for (not retried)."""
 
 
 @dataclass
@@ -206,6 +208,17 @@ class Reconciler:
         report: PassReport,
     ) -> history.PinChange | None:
         pool_status = self.status.pool(plan.pool)
+        if (
+            pool_status.failed_inputs == plan.inputs_digest
+            and building.find_existing(self.registry, plan) is None
+        ):
+            # A build that failed for good is not rerun for the same inputs on every
+            # commit elsewhere in the repository: the pool waits for its inputs to change.
+            report.pools[plan.pool] = PoolReport(
+                plan.pool, "stalled", pool_status.last_error or "the build failed", existing,
+                inputs_digest=plan.inputs_digest,
+            )  # fmt: skip
+            return None
         try:
             if plan.builder != "native":
                 # Containerfile builds take a while: say so before, for `status`.
@@ -218,7 +231,7 @@ class Reconciler:
             transient = is_transient(exc)
             report.pools[plan.pool] = PoolReport(
                 plan.pool, "failed" if transient else "stalled", _first_lines(exc), existing,
-                transient,
+                transient, None if transient else plan.inputs_digest,
             )  # fmt: skip
             return None
         pin = make_pin(plan, result, source.sha)
@@ -313,6 +326,7 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
         pool.source_commit = result.pin.spec.source_commit
         pool.inputs_digest = result.pin.spec.inputs_digest
     changed.append(pool.set("Building", False, "Idle", "", now))
+    pool.failed_inputs = result.inputs_digest if result.state == "stalled" else None
     if result.state in ("pinned", "unchanged"):
         pool.clear_failures()
         pool.last_error = None

@@ -50,6 +50,8 @@ class PoolStatus:
     """Consecutive transient failures (for the backoff)."""
     retry_at: float | None = None
     """When a transient failure should be retried even if Git has not moved."""
+    failed_inputs: str | None = None
+    """The inputs digest whose build failed for good: not rebuilt until inputs change."""
 
     def set(self, name: str, status: bool, reason: str, message: str, now: float) -> bool:
         """Set a condition; True when it changed (a transition worth logging)."""

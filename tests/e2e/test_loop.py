@@ -379,3 +379,49 @@ def test_the_reconciler_never_reacts_to_its_own_commits(fleet: Fleet) -> None:
     assert not seen.skipped
     head = other.mirror.log(seen.head, max_count=1)[0]
     assert history.is_reconciler_commit(head)
+
+
+# --- Containerfile builds in the loop -------------------------------------------------------
+
+
+@pytest.mark.buildah
+def test_a_failed_containerfile_build_is_a_pool_condition_never_a_pin(
+    git_servers: GitServers,
+    registry: RunningRegistry,
+    dnf_base,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    prefix = f"cf-{tmp_path.name}"[:60].lower().replace("_", "-")
+    seed = example_repo(tmp_path / "seed", registry.host, dnf_base.ref, prefix=prefix)
+    mosc = seed / "machineosconfigs" / "infra.yaml"
+    mosc.write_text(mosc.read_text() + "  containerFile:\n    - content: |\n"
+                    "        RUN echo about to fail && exit 3\n")  # fmt: skip
+    server = git_servers.new_repo("file", files_from_dir(seed))
+    fleet = Fleet(server, registry, tmp_path, prefix)
+    work = tmp_path / "work"
+    mirror = git.Mirror(server.url, work / "mirror")
+    client = registry.client()
+    _CLIENTS.append(client)
+    from reconciler.adapters import builders
+
+    r = controller.Reconciler(mirror, client, work, controller.RunSettings(),
+                              builders.available(client, work_dir=work))  # fmt: skip
+    report = r.reconcile_once()
+    assert report.changed == ["master", "worker"]  # the others go on
+    infra = report.pools["infra"]
+    assert infra.state == "stalled"
+    assert "about to fail" in infra.message  # the log tail is in the pool's condition
+    assert "pins/infra.yaml" not in server.git("ls-tree", "-r", "--name-only", "main")
+    status = r.status.pools["infra"]
+    assert status.is_true("Stalled")
+    assert not status.is_true("Building")
+    assert fleet.tags("infra") == []  # nothing pushed that a pin could point to
+    # a commit elsewhere does not rebuild the same failing inputs
+    builds_before = len(list((work / "build-logs").glob("infra-*.log")))
+    masters = "machineconfigs/99-master-ssh.yaml"  # reaches master only
+    fleet.commit({masters: fleet.file(masters).replace("oncall@", "pager@")}, "master: keys")
+    again = r.reconcile_once()
+    assert again.changed == ["master"]
+    assert again.pools["infra"].state == "stalled"
+    assert "about to fail" in again.pools["infra"].message
+    assert len(list((work / "build-logs").glob("infra-*.log"))) == builds_before
