@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,6 @@ import yaml
 
 from reconciler import controller
 from reconciler.adapters import git
-from reconciler.adapters.registry import RegistryClient
 from reconciler.core import history, pins
 from tests.fixtures.gitservers import GitServer, GitServers, files_from_dir, run_git
 from tests.fixtures.registry import BaseImage, RunningRegistry
@@ -42,7 +40,6 @@ class Fleet:
         work = self.root / name
         mirror = git.Mirror(self.server.url, work / "mirror", self.server.auth)
         client = self.registry.client()
-        _CLIENTS.append(client)
         return controller.Reconciler(mirror, client, work, controller.RunSettings(**settings))
 
     def log(self) -> list[str]:
@@ -66,16 +63,6 @@ class Fleet:
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         return sorted(yaml.safe_load(out.stdout)["Tags"]) if out.returncode == 0 else []
-
-
-_CLIENTS: list[RegistryClient] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _CLIENTS:
-        _CLIENTS.pop().close()
 
 
 def seed_repo(tmp: Path, registry: RunningRegistry, base: str, prefix: str) -> dict[str, bytes]:
@@ -308,7 +295,6 @@ def test_registry_down_is_retried_and_pins_nothing(
     work = tmp_path / "down"
     mirror = git.Mirror(fleet.server.url, work / "mirror")
     client = registry.client(insecure={registry.host, "127.0.0.1:9"}, retry_deadline_s=1)
-    _CLIENTS.append(client)
     r = controller.Reconciler(mirror, client, work)
     report = r.reconcile_once()
     assert report.pools["worker"].state == "failed"
@@ -401,7 +387,6 @@ def test_a_failed_containerfile_build_is_a_pool_condition_never_a_pin(
     work = tmp_path / "work"
     mirror = git.Mirror(server.url, work / "mirror")
     client = registry.client()
-    _CLIENTS.append(client)
     from reconciler.adapters import builders
 
     r = controller.Reconciler(mirror, client, work, controller.RunSettings(),

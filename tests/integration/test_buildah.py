@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,6 @@ from tests.fixtures.registry import KERNEL_VERSION, PASSWORD, USERNAME, RunningR
 from tests.helpers import example_repo
 
 pytestmark = [pytest.mark.buildah, pytest.mark.registry]
-
-_CLIENTS: list[RegistryClient] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _CLIENTS:
-        _CLIENTS.pop().close()
 
 
 def make_repo(
@@ -73,7 +63,6 @@ def plan_infra(
 ) -> tuple[RegistryClient, planning.PoolPlan]:
     repo = load.load_repository(worktree.read_config_files(repo_dir))
     client = registry.client()
-    _CLIENTS.append(client)
     plan = planning.Planner(client).plan_pools(repo, ["infra"])["infra"]
     assert isinstance(plan, planning.PoolPlan), plan
     assert plan.builder == "buildah"

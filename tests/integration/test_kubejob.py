@@ -43,15 +43,6 @@ NS = "builds"
 # The oldest and newest API versions we check the objects against.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 
-_CLIENTS: list[RegistryClient] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _CLIENTS:
-        _CLIENTS.pop().close()
-
 
 @pytest.fixture
 def kubelet(kubeapi: FakeKube, tmp_path: Path) -> Iterator[FakeKubelet]:
@@ -93,7 +84,6 @@ def plan_infra(
 ) -> tuple[RegistryClient, planning.PoolPlan]:
     repo = load.load_repository(worktree.read_config_files(repo_dir))
     client = registry.client()
-    _CLIENTS.append(client)
     plan = planning.Planner(client).plan_pools(repo, ["infra"])["infra"]
     assert isinstance(plan, planning.PoolPlan), plan
     assert plan.builder == "job"
@@ -300,7 +290,6 @@ def test_a_restarted_reconciler_waits_for_the_running_job_and_starts_no_second(
             result["error"] = exc
 
     client_b = registry.client()
-    _CLIENTS.append(client_b)
     thread = threading.Thread(target=restarted)
     thread.start()
     kubelet.release()

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import time
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from click.testing import CliRunner
 
 from reconciler import building, planning
 from reconciler.adapters import worktree
-from reconciler.adapters.registry import RegistryClient
 from reconciler.cli import cli
 from reconciler.core import load
 from reconciler.errors import RegistryError
@@ -29,21 +27,10 @@ from tests.helpers import example_repo
 pytestmark = pytest.mark.registry
 
 
-_CLIENTS: list[RegistryClient] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _CLIENTS:
-        _CLIENTS.pop().close()
-
-
 def plan_pool(reg: RunningRegistry, repo_dir: Path, pool: str, **client_kw) -> tuple:  # type: ignore[no-untyped-def]
     """Plan one pool of the repository at `repo_dir` (the client is closed after the test)."""
     repo = load.load_repository(worktree.read_config_files(repo_dir))
     client = reg.client(**client_kw)
-    _CLIENTS.append(client)
     outcome = planning.Planner(client).plan_pools(repo, [pool])[pool]
     return client, outcome
 
