@@ -174,11 +174,12 @@ def test_kargs_follow_bootc_rules() -> None:
 
 
 def _pool_image(version: str, kargs_toml: dict[str, str]) -> reg.ImageParts:
-    entries = reg._usr_merged_skeleton()
+    entries = reg.usr_merged_skeleton()
     busybox = Path(shutil.which("busybox") or "/bin/busybox")
     entries.append(("usr/bin/busybox", "file", busybox.read_bytes(), 0o755))
     kdir = f"usr/lib/modules/{reg.KERNEL_VERSION}"
     entries += [
+        (kdir, "dir", b"", 0o755),
         (f"{kdir}/vmlinuz", "file", b"dummy kernel\n", 0o644),
         (f"{kdir}/initramfs.img", "file", b"dummy initramfs\n", 0o644),
         ("etc/chrony.conf", "file", f"server pool.example iburst # {version}\n".encode(), 0o644),
