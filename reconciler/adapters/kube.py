@@ -93,7 +93,9 @@ class Kube:
                 transient=False,
             ) from None
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Call a client method `fn`; errors become `KubeError`s saying `what` failed,
+        the result a plain dict. For resources without a helper method here."""
         try:
             result = fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
@@ -110,11 +112,11 @@ class Kube:
     # nodes
 
     def get_node(self, name: str) -> dict[str, Any]:
-        return self._call(f"get node {name}", self.core.read_node, name)
+        return self.call(f"get node {name}", self.core.read_node, name)
 
     def list_nodes(self, label_selector: str | None) -> list[dict[str, Any]]:
         kwargs = {"label_selector": label_selector} if label_selector else {}
-        items: list[dict[str, Any]] = self._call("list nodes", self.core.list_node, **kwargs)[
+        items: list[dict[str, Any]] = self.call("list nodes", self.core.list_node, **kwargs)[
             "items"
         ]
         return items
@@ -122,12 +124,12 @@ class Kube:
     def patch_node(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         """A merge patch (the client sends a dict body as strategic merge, which is a
         merge patch for the maps and scalars we change)."""
-        return self._call(f"patch node {name}", self.core.patch_node, name, patch)
+        return self.call(f"patch node {name}", self.core.patch_node, name, patch)
 
     # pods
 
     def pods_on_node(self, node: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._call(
+        items: list[dict[str, Any]] = self.call(
             f"list pods on {node}",
             self.core.list_pod_for_all_namespaces,
             field_selector=f"spec.nodeName={node}",
@@ -141,7 +143,7 @@ class Kube:
             "kind": "Eviction",
             "metadata": {"name": name, "namespace": namespace},
         }
-        self._call(
+        self.call(
             f"evict pod {namespace}/{name}",
             self.core.create_namespaced_pod_eviction,
             name,
@@ -153,7 +155,7 @@ class Kube:
 
     def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self._call(
+            return self.call(
                 f"get lease {namespace}/{name}",
                 self.coordination.read_namespaced_lease,
                 name,
@@ -163,7 +165,7 @@ class Kube:
             return None
 
     def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self._call(
+        items: list[dict[str, Any]] = self.call(
             f"list leases in {namespace}",
             self.coordination.list_namespaced_lease,
             namespace,
@@ -173,7 +175,7 @@ class Kube:
 
     def create_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         name = body["metadata"]["name"]
-        return self._call(
+        return self.call(
             f"create lease {namespace}/{name}",
             self.coordination.create_namespaced_lease,
             namespace,
@@ -183,7 +185,7 @@ class Kube:
     def replace_lease(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         """PUT with `metadata.resourceVersion`: `Conflict` if someone wrote in between."""
         name = body["metadata"]["name"]
-        return self._call(
+        return self.call(
             f"update lease {namespace}/{name}",
             self.coordination.replace_namespaced_lease,
             name,
@@ -194,7 +196,7 @@ class Kube:
     # events
 
     def create_event(self, namespace: str, body: dict[str, Any]) -> None:
-        self._call(
+        self.call(
             f"create event in {namespace}",
             self.core.create_namespaced_event,
             namespace,

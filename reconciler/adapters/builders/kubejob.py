@@ -379,7 +379,7 @@ class JobBuilder:
         if "secret" in objects:
             self._put("secrets", objects["secret"])
         try:
-            created = self.kube._call(
+            created = self.kube.call(
                 f"create job {name}",
                 self.batch.create_namespaced_job,
                 self.namespace,
@@ -398,10 +398,10 @@ class JobBuilder:
             "uid": created["metadata"]["uid"],
         }
         patch = {"metadata": {"ownerReferences": [owner]}}
-        self.kube._call(f"own configmap {name}-context", self.kube.core.patch_namespaced_config_map,
+        self.kube.call(f"own configmap {name}-context", self.kube.core.patch_namespaced_config_map,
                         f"{name}-context", self.namespace, patch)  # fmt: skip
         if "secret" in objects:
-            self.kube._call(f"own secret {name}-auth", self.kube.core.patch_namespaced_secret,
+            self.kube.call(f"own secret {name}-auth", self.kube.core.patch_namespaced_secret,
                             f"{name}-auth", self.namespace, patch)  # fmt: skip
 
     def _wait(self, inputs: script.BuildInputs, name: str) -> dict[str, Any]:
@@ -519,7 +519,7 @@ class JobBuilder:
 
     def _get(self, resource: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.kube._call(f"get {resource} {name}", self._readers()[resource], name,
+            return self.kube.call(f"get {resource} {name}", self._readers()[resource], name,
                                    self.namespace)  # fmt: skip
         except NotFound:
             return None
@@ -534,12 +534,12 @@ class JobBuilder:
                         self.kube.core.replace_namespaced_secret),
         }[resource]  # fmt: skip
         try:
-            self.kube._call(f"create {resource} {name}", create, self.namespace, body)
+            self.kube.call(f"create {resource} {name}", create, self.namespace, body)
         except Conflict:
-            self.kube._call(f"replace {resource} {name}", replace, name, self.namespace, body)
+            self.kube.call(f"replace {resource} {name}", replace, name, self.namespace, body)
 
     def _pods(self, job: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.kube._call(
+        items: list[dict[str, Any]] = self.kube.call(
             f"list pods of job {job}",
             self.kube.core.list_namespaced_pod,
             self.namespace,
@@ -555,7 +555,7 @@ class JobBuilder:
             ("secret", self.kube.core.delete_namespaced_secret, f"{name}-auth", {}),
         ):
             try:
-                self.kube._call(f"delete {what} {object_name}", fn, object_name, self.namespace,
+                self.kube.call(f"delete {what} {object_name}", fn, object_name, self.namespace,
                                 **kwargs)  # fmt: skip
             except NotFound:
                 pass
