@@ -5,6 +5,15 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler import planning
+from reconciler.adapters import worktree
+from reconciler.adapters.registry import RegistryClient
+from reconciler.core import load
+
+if TYPE_CHECKING:
+    from tests.fixtures.registry import RunningRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -22,3 +31,23 @@ def example_repo(dest: Path, registry_host: str, base_ref: str, *, prefix: str =
         if new != text:
             path.write_text(new)
     return dest
+
+
+def plan_pool(
+    registry: RunningRegistry, repo_dir: Path, pool: str, **client_kw: Any
+) -> tuple[RegistryClient, planning.PoolOutcome]:
+    """Plan one pool of the work tree at `repo_dir` against `registry` (the client is
+    closed after the test by the registry fixture)."""
+    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    client = registry.client(**client_kw)
+    return client, planning.Planner(client).plan_pools(repo, [pool])[pool]
+
+
+def plan_built_by(
+    registry: RunningRegistry, repo_dir: Path, pool: str, builder: str
+) -> tuple[RegistryClient, planning.PoolPlan]:
+    """`plan_pool`, asserting the pool plans and goes to `builder`."""
+    client, plan = plan_pool(registry, repo_dir, pool)
+    assert isinstance(plan, planning.PoolPlan), plan
+    assert plan.builder == builder
+    return client, plan

@@ -18,14 +18,12 @@ import pytest
 import yaml
 
 from reconciler import building, planning
-from reconciler.adapters import worktree
 from reconciler.adapters.builders.buildah import BuildahBuilder
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import load
 from reconciler.errors import BuildError
 from tests.fixtures.buildbase import RT_KERNEL_VERSION, BuildBase
 from tests.fixtures.registry import KERNEL_VERSION, PASSWORD, USERNAME, RunningRegistry
-from tests.helpers import example_repo
+from tests.helpers import example_repo, plan_built_by
 
 pytestmark = [pytest.mark.buildah, pytest.mark.registry]
 
@@ -61,12 +59,7 @@ def make_repo(
 def plan_infra(
     registry: RunningRegistry, repo_dir: Path
 ) -> tuple[RegistryClient, planning.PoolPlan]:
-    repo = load.load_repository(worktree.read_config_files(repo_dir))
-    client = registry.client()
-    plan = planning.Planner(client).plan_pools(repo, ["infra"])["infra"]
-    assert isinstance(plan, planning.PoolPlan), plan
-    assert plan.builder == "buildah"
-    return client, plan
+    return plan_built_by(registry, repo_dir, "infra", "buildah")
 
 
 def unpack(registry: RunningRegistry, image: str, dest: Path) -> Path:

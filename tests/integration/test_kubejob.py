@@ -24,18 +24,16 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler import building, planning
-from reconciler.adapters import worktree
 from reconciler.adapters.builders import kubejob, script
 from reconciler.adapters.kube import Kube
 from reconciler.adapters.registry import RegistryClient
 from reconciler.cli import cli
-from reconciler.core import load
 from reconciler.errors import BuildError
 from tests.fixtures.buildbase import BuildBase
 from tests.fixtures.kubeapi import FakeKube
 from tests.fixtures.kubelet import FakeKubelet
 from tests.fixtures.registry import PASSWORD, RunningRegistry, free_port
-from tests.helpers import example_repo
+from tests.helpers import example_repo, plan_built_by
 
 pytestmark = [pytest.mark.buildah, pytest.mark.registry]
 
@@ -82,12 +80,7 @@ def make_repo(
 def plan_infra(
     registry: RunningRegistry, repo_dir: Path
 ) -> tuple[RegistryClient, planning.PoolPlan]:
-    repo = load.load_repository(worktree.read_config_files(repo_dir))
-    client = registry.client()
-    plan = planning.Planner(client).plan_pools(repo, ["infra"])["infra"]
-    assert isinstance(plan, planning.PoolPlan), plan
-    assert plan.builder == "job"
-    return client, plan
+    return plan_built_by(registry, repo_dir, "infra", "job")
 
 
 def job_builder(client: RegistryClient, kubeapi: FakeKube, **kw: Any) -> kubejob.JobBuilder:

@@ -17,22 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler import building, planning
-from reconciler.adapters import worktree
 from reconciler.cli import cli
-from reconciler.core import load
 from reconciler.errors import RegistryError
 from tests.fixtures.registry import BaseImage, RunningRegistry
-from tests.helpers import example_repo
+from tests.helpers import example_repo, plan_pool
 
 pytestmark = pytest.mark.registry
-
-
-def plan_pool(reg: RunningRegistry, repo_dir: Path, pool: str, **client_kw) -> tuple:  # type: ignore[no-untyped-def]
-    """Plan one pool of the repository at `repo_dir` (the client is closed after the test)."""
-    repo = load.load_repository(worktree.read_config_files(repo_dir))
-    client = reg.client(**client_kw)
-    outcome = planning.Planner(client).plan_pools(repo, [pool])[pool]
-    return client, outcome
 
 
 @pytest.fixture
