@@ -124,10 +124,10 @@ class Reconciler:
         report = PassReport(head=head)
         for attempt in range(1, self.settings.push_attempts + 1):
             report = PassReport(head=head, attempts=attempt)
-            changes = self._plan_and_build(head, report)  # 2-5. load, plan, decide, build
+            changes, source = self._plan_and_build(head, report)  # 2-5. load, plan, build
             if not changes:
                 break
-            commit = self._commit(head, changes)  # 6. one commit for every pool that moved
+            commit = self._commit(head, source, changes)  # 6. one commit for every pool moved
             failpoints.hit("after-commit")
             try:
                 self.mirror.push(commit, self.settings.branch, head)  # 7. compare-and-swap
@@ -155,10 +155,13 @@ class Reconciler:
         retry = status.next_retry()
         if retry is not None and retry <= now:
             return True
-        last_full = status.last_full_pass
-        return last_full is None or now - last_full >= self.settings.base_poll_s
+        # every pass that is not skipped re-resolves the base images
+        last = status.last_pass
+        return last is None or now - last >= self.settings.base_poll_s
 
-    def _plan_and_build(self, head: str, report: PassReport) -> list[history.PinChange]:
+    def _plan_and_build(
+        self, head: str, report: PassReport
+    ) -> tuple[list[history.PinChange], CommitInfo]:
         # 2. load: the config at `head`, straight from the mirror
         repo = load.load_repository(self.mirror.read_files(head, load.is_config_path))
         failpoints.hit("after-load")
@@ -168,9 +171,10 @@ class Reconciler:
         failpoints.hit("after-plan")
         current = holds.read_pins(self.mirror, head)
         source = self._source_commit(head)
-        pinned = {p: pin for p, pin in current.items() if isinstance(pin, pins.Pin)}
-        held = self.hold_finder.holds(head, repo, {p: pin for p, pin in pinned.items()
-                                                  if p in outcomes})  # fmt: skip
+        pinned = {
+            p: pin for p, pin in current.items() if isinstance(pin, pins.Pin) and p in outcomes
+        }
+        held = self.hold_finder.holds(head, repo, pinned)
         changes: list[history.PinChange] = []
         # 4-5. decide, and build what is missing
         for pool in sorted(outcomes):
@@ -198,7 +202,7 @@ class Reconciler:
                     log.warning("pool %s: replacing an invalid pin (%s)", pool, pin_now)
                 changes.append(change)
         failpoints.hit("after-build")
-        return changes
+        return changes, source
 
     def _build(
         self,
@@ -238,8 +242,7 @@ class Reconciler:
         report.pools[plan.pool] = PoolReport(plan.pool, "pinned", result.built_by, pin)
         return history.PinChange(pin, existing)
 
-    def _commit(self, head: str, changes: list[history.PinChange]) -> str:
-        source = self._source_commit(head)
+    def _commit(self, head: str, source: CommitInfo, changes: list[history.PinChange]) -> str:
         files: dict[str, bytes | None] = {
             pins.pin_path(c.pool): pins.render_pin(c.pin).encode() for c in changes
         }
@@ -262,7 +265,6 @@ class Reconciler:
         status = self.status
         status.observed_head = report.head
         status.last_pass = now
-        status.last_full_pass = now
         if report.commit:
             status.last_commit = report.commit
             log.info("pushed %s: pinned %s", report.commit[:10], ", ".join(report.changed))

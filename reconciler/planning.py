@@ -13,7 +13,7 @@ architecture per call of `plan_pools`); the rest is the pure core.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from reconciler.adapters.registry import Resolved
@@ -148,15 +148,14 @@ class Planner:
         arch = imageplan.pool_architecture(mosc.obj, repo.settings)
         try:
             # Problems that need no registry first: the plan's own, the push spec.
-            imageplan.plan_image(rendered, mosc.obj, repo.settings, arch)
+            image = imageplan.plan_image(rendered, mosc.obj, repo.settings, arch)
             target_repo = _push_repository(mosc)
             base = self._resolve(rendered.spec["osImageURL"], arch)
             digest = identity.inputs_digest(
                 base.digest, rendered, mosc.obj, repo.settings, architecture=arch
             )
-            image = imageplan.plan_image(
-                rendered, mosc.obj, repo.settings, arch, inputs_digest=digest
-            )
+            # Only the labels depend on the inputs digest: no second plan.
+            image = replace(image, labels=identity.image_labels(rendered, digest))
         except ReconcilerError as exc:
             return PoolFailure(pool, exc)
         target = reference.with_tag(target_repo, identity.image_tag(pool, digest))

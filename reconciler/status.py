@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,7 @@ class Status:
     observed_head: str | None = None
     """The remote head the last complete pass saw (after its own push, if any)."""
     last_pass: float | None = None
-    last_full_pass: float | None = None
-    """When base images were last re-resolved (a pass that planned every pool)."""
+    """When the last pass that was not skipped ran (it re-resolved every base image)."""
     last_commit: str | None = None
     pools: dict[str, PoolStatus] = field(default_factory=dict)
 
@@ -107,7 +106,8 @@ class Status:
         for name, raw in (doc.get("pools") or {}).items():
             conditions = {k: Condition(**v) for k, v in (raw.get("conditions") or {}).items()}
             pools[name] = PoolStatus(**{**raw, "conditions": conditions})
-        return cls(**{**doc, "pools": pools})
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known and k != "pools"}, pools=pools)
 
 
 class StatusStore:
