@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
+
+SHA256_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+"""An OCI digest as `sha256_digest` makes it (inputs digests, pinned manifests)."""
 
 
 def canonical_json(value: Any) -> bytes:

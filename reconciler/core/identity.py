@@ -38,11 +38,10 @@ and the old image.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.core import canonical, model, oci
+from reconciler.core import canonical, model, oci, reference
 from reconciler.core.merge import RenderedConfig
 
 LABEL_PREFIX = f"{model.OUR_GROUP}/"
@@ -50,9 +49,7 @@ POOL_LABEL = f"{LABEL_PREFIX}pool"
 RENDERED_LABEL = f"{LABEL_PREFIX}rendered-config"
 INPUTS_LABEL = f"{LABEL_PREFIX}inputs-digest"
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-# OCI distribution-spec: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
-TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+DIGEST_RE = canonical.SHA256_DIGEST_RE
 TAG_MAX = 128
 
 # MachineOSConfig `containerfileArch` for each architecture name we use.
@@ -153,7 +150,7 @@ def image_tag(pool: str, digest: str) -> str:
         raise ValueError(f"inputs digest {digest!r} is not 'sha256:<64 hex>'")
     hex_part = digest.split(":", 1)[1]
     tag = f"{pool[: TAG_MAX - len(hex_part) - 1]}-{hex_part}"
-    if not TAG_RE.match(tag):
+    if not reference.TAG_RE.match(tag):
         raise ValueError(f"pool name {pool!r} does not make a valid tag ({tag!r})")
     return tag
 

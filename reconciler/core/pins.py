@@ -19,9 +19,9 @@ import pydantic
 import yaml
 from pydantic import Field
 
-from reconciler.core import model
+from reconciler.core import canonical, model
 
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = canonical.SHA256_DIGEST_RE
 IMAGE_BY_DIGEST_RE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 PIN_KIND = "Pin"
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.adapters.auth import Credential, Credentials
-from reconciler.core import containerfile, reference
+from reconciler.core import canonical, containerfile, reference
 from reconciler.core.reference import ImageRef
 from reconciler.errors import BuildError
 from reconciler.planning import PoolPlan
@@ -39,7 +39,7 @@ EXIT_BUILD = 11
 EXIT_PUSH = 12
 
 TAIL_LINES = 30
-DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+DIGEST_RE = canonical.SHA256_DIGEST_RE
 # What registries and containers/image say when credentials are missing or refused:
 # retrying cannot help until someone fixes the credentials.
 _AUTH_RE = re.compile(
