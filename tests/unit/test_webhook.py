@@ -73,9 +73,25 @@ def test_forged_stale_or_unsigned_requests_are_refused(headers: dict[str, str]) 
     assert verify(headers, BODY, SECRET, NOW) is None
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Hub-Signature-256": "sha256=é" + "0" * 63},
+        {"X-Gitea-Signature": "ä" * 64},
+        {"X-Forgejo-Signature": "\udcff" * 64},  # a lone surrogate: not even UTF-8
+        {"webhook-id": "ß", "webhook-timestamp": "١٢٣", "webhook-signature": "v1,ü"},
+        {"X-Gitlab-Token": "Ω"},
+    ],
+)
+def test_non_ascii_signatures_are_refused_not_raised(headers: dict[str, str]) -> None:
+    assert verify(headers, BODY, SECRET, NOW) is None
+
+
 def test_only_push_events_name_a_ref() -> None:
     assert pushed_ref({"X-GitHub-Event": "ping"}, BODY) is None
     assert pushed_ref({"X-GitHub-Event": "push"}, b"not json") is None
+    assert pushed_ref({"X-GitHub-Event": "push"}, b"\xff\xfe") is None
+    assert pushed_ref({"X-GitHub-Event": "push"}, b"[" * 1_000_000) is None
 
 
 def post(port: int, headers: dict[str, str], body: bytes = BODY) -> httpx.Response:
