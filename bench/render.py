@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generate import generate
 from reconciler.adapters import worktree
-from reconciler.core import load, merge
+from reconciler.core import load, verdict
 
 
 def best_of(repeat: int, fn) -> float:  # type: ignore[no-untyped-def]
@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp), args.configs, args.pools)
         files = worktree.read_config_files(tmp)
-    texts = [data.decode() for data in files.values()]
+    texts = [data.decode() for data in files.values() if isinstance(data, bytes)]
     size = sum(len(t) for t in texts)
 
     def parse_only() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
 
     def render() -> None:
         repo = load.load_repository(files)
-        rendered, failed = merge.render_all(repo)
+        rendered, failed = verdict.render_all(repo)
         assert not repo.problems
         assert not failed
         assert len(rendered) == args.pools

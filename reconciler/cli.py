@@ -1,7 +1,8 @@
 """The `reconciler` command: click commands over the core and adapters.
 
 Errors become exit codes and one-line messages on stderr; a traceback only with
-`--debug`. Exit codes: 0 success, 1 an error (bad config, failed build, ...), 2 usage.
+`--debug`. Exit codes: 0 success, 1 an error (bad config, failed build, ...), 2 usage,
+3 an unexpected failure (a bug).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import yaml
 
-from reconciler import building, controller, planning, review, review_output
+from reconciler import building, controller, holds, planning, review, review_output
 from reconciler.adapters import builders, git, localgit, worktree
 from reconciler.adapters.registry import RegistryClient
 from reconciler.adapters.watch import RepositoryWatcher
@@ -37,8 +38,8 @@ from reconciler.cli_options import (
     repo_option,
 )
 from reconciler.core import containerfile as containerfile_gen
-from reconciler.core import identity, imageplan, load, merge, pins, schemas
-from reconciler.errors import ConfigError, ReconcilerError
+from reconciler.core import identity, imageplan, load, pins, schemas, verdict
+from reconciler.errors import ConfigError, InternalError, ReconcilerError
 from reconciler.status import Status, StatusStore
 from reconciler.webhook import WebhookServer
 
@@ -70,18 +71,24 @@ def dump(obj: Any, output: str) -> str:
 
 
 class _Commands(click.Group):
-    """Our errors become `error: ...` lines on stderr and exit 1, not tracebacks
-    (unless `--debug`), the same under `main()` and click's test runner."""
+    """The CLI's error boundary: our errors become `error: ...` lines on stderr and exit
+    1; anything else is a bug, said in one line with exit 3. Tracebacks only with
+    `--debug`, the same under `main()` and click's test runner."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except ReconcilerError as exc:
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
+            code = 1
+            if not isinstance(exc, ReconcilerError):
+                exc, code = InternalError(f"running {ctx.invoked_subcommand}", exc), 3
             for line in str(exc).splitlines():
                 click.echo(f"error: {line}", err=True)
-            ctx.exit(1)
+            ctx.exit(code)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -108,35 +115,38 @@ def load_checked(repo_dir: Path) -> load.Repository:
     return load.load_repository(worktree.read_config_files(repo_dir))
 
 
+def pinned_pools(repo_dir: Path) -> list[str]:
+    """Pools with a pin file in the work tree: judged too, as the loop judges them."""
+    return sorted(p.stem for p in (repo_dir / load.PINS_DIR).glob("*.yaml"))
+
+
 @cli.command()
 @repo_option
 def validate(repo_dir: Path) -> None:
-    """Check every file and render every pool; list all problems (exit 1 if any)."""
+    """Check every file, render every pool and plan its image; list all problems and
+    which pools they block (exit 1 if any). The loop's own judgement: `run` pins the
+    pools this reports as fine, and no other."""
     repo = load_checked(repo_dir)
-    rendered, failed = merge.render_all(repo)
-    problems = list(repo.problems)
-    for error in failed.values():
-        problems.extend(error.problems)
-    for pool, result in rendered.items():
-        # What would stop the image: paths an image cannot hold, owners, no base image.
-        loaded = repo.os_configs.get(pool)
-        if loaded is None:
-            continue
-        arch = imageplan.pool_architecture(loaded.obj, repo.settings)
-        try:
-            imageplan.plan_image(result, loaded.obj, repo.settings, arch)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    # A broken config is reported once, though every pool selecting it repeats it.
-    problems = sorted(dict.fromkeys(problems), key=lambda p: (p.file or "", p.line or 0))
+    verdicts = verdict.judge(repo, pinned_pools(repo_dir))
+    problems = verdict.problems_of(verdicts, repo)
+    # Warnings (unused keys, install-time storage, unlabelled configs) never block a
+    # pool and do not change the exit code.
+    for warning in repo.warnings:
+        click.echo(f"warning: {warning}", err=True)
     for problem in problems:
         click.echo(str(problem), err=True)
+    blocked = sorted(p for p, v in verdicts.items() if isinstance(v, verdict.Blocked))
+    fine = {p: v for p, v in verdicts.items() if isinstance(v, verdict.Ready)}
     if problems:
         click.echo(f"{len(problems)} problem(s) found", err=True)
+        if blocked:
+            click.echo(f"blocked (keep their pins): {', '.join(blocked)}", err=True)
+        if fine:
+            click.echo(f"fine (would be pinned): {', '.join(sorted(fine))}", err=True)
         raise SystemExit(1)
     click.echo(
-        f"ok: {len(repo.machine_configs)} MachineConfigs, {len(repo.pools)} pools "
-        f"({', '.join(f'{p}={r.name}' for p, r in rendered.items())})"
+        f"ok: {len(repo.machine_configs)} MachineConfigs, {len(fine)} pools "
+        f"({', '.join(f'{p}={v.rendered.name}' for p, v in fine.items())})"
     )
 
 
@@ -150,10 +160,9 @@ def render(repo_dir: Path, pool: str, output: str) -> None:
     if pool not in repo.pools:
         known = ", ".join(sorted(repo.pools)) or "none"
         raise ConfigError.simple(f"no pool {pool!r} (pools: {known})", fix="pass --pool NAME")
-    try:
-        rendered = merge.render_pool(repo, pool)
-    except ConfigError as exc:
-        raise ConfigError([*exc.problems, *repo.problems]) from None
+    rendered = verdict.render_pool(repo, pool)
+    if isinstance(rendered, ConfigError):
+        raise rendered
     click.echo(dump(rendered.to_machine_config(), output))
 
 
@@ -212,10 +221,10 @@ def containerfile_command(
         raise click.BadParameter(
             f"{base_digest!r} is not 'sha256:<64 hex>'", param_hint="--base-digest"
         )
-    try:
-        rendered = merge.render_pool(repo, pool)
-    except ConfigError as exc:
-        raise ConfigError([*exc.problems, *repo.problems]) from None
+    judged = verdict.judge_pool(repo, pool)
+    if isinstance(judged, verdict.Blocked):
+        raise judged.error
+    rendered = judged.rendered
     loaded = repo.os_configs.get(pool)
     os_config = loaded.obj if loaded else None
     arch = imageplan.pool_architecture(os_config, repo.settings)
@@ -562,26 +571,26 @@ def status(
     mirror = git.Mirror(source.url, scratch, source.auth)
     try:
         mirror.fetch(source.branch, depth=1, filter="blob:none")
-        pin_files = mirror.read_files(head, lambda p: p.startswith("pins/"))
+        pinned = holds.read_pins(mirror, head)
     finally:
         shutil.rmtree(mirror.path, ignore_errors=True)
-    doc = status_document(head, pin_files, recorded)
+    doc = status_document(head, pinned, recorded)
     if output == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
     click.echo(_status_text(doc))
 
 
-def status_document(head: str, pin_files: dict[str, bytes], recorded: Status) -> dict[str, Any]:
+def status_document(
+    head: str, pinned: Mapping[str, pins.Pin | pins.PinError], recorded: Status
+) -> dict[str, Any]:
     pools: dict[str, Any] = {}
-    for path, data in sorted(pin_files.items()):
-        name = path.removeprefix("pins/").removesuffix(".yaml")
-        try:
-            spec = pins.parse_pin(data, where=path).spec
-            pools[name] = {"pin": spec.image, "sourceCommit": spec.source_commit,
-                           "renderedConfig": spec.rendered_config}  # fmt: skip
-        except pins.PinError as exc:
-            pools[name] = {"pin": None, "pinError": str(exc)}
+    for name, pin in sorted(pinned.items()):
+        if isinstance(pin, pins.PinError):
+            pools[name] = {"pin": None, "pinError": str(pin)}
+        else:
+            pools[name] = {"pin": pin.spec.image, "sourceCommit": pin.spec.source_commit,
+                           "renderedConfig": pin.spec.rendered_config}  # fmt: skip
     for name, state in recorded.pools.items():
         entry = pools.setdefault(name, {"pin": None})
         entry["conditions"] = {

@@ -44,7 +44,7 @@ from reconciler import building, failpoints, holds, planning
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import history, load, model, pins
-from reconciler.errors import GitError, PushRejected, ReconcilerError, is_transient
+from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
 from reconciler.status import PoolStatus, StatusStore
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,12 @@ class Reconciler:
         # 2. load: the config at `head`, straight from the mirror
         repo = load.load_repository(self.mirror.read_files(head, load.is_config_path))
         failpoints.hit("after-load")
-        # 3. plan: render, resolve bases, identities (one lookup per base image)
-        planner = planning.Planner(self.registry, default_builder=self.settings.default_builder)
-        outcomes = planner.plan_pools(repo)
-        failpoints.hit("after-plan")
         current = holds.read_pins(self.mirror, head)
+        # 3. plan: judge, render, resolve bases, identities (one lookup per base image);
+        # pools with a pin are judged too, so a pool whose own file broke keeps its pin
+        planner = planning.Planner(self.registry, default_builder=self.settings.default_builder)
+        outcomes = planner.plan_pools(repo, known=current)
+        failpoints.hit("after-plan")
         source = self._source_commit(head)
         pinned = {
             p: pin for p, pin in current.items() if isinstance(pin, pins.Pin) and p in outcomes
@@ -178,28 +179,19 @@ class Reconciler:
         changes: list[history.PinChange] = []
         # 4-5. decide, and build what is missing
         for pool in sorted(outcomes):
-            outcome = outcomes[pool]
-            pin_now = current.get(pool)
-            existing = pin_now if isinstance(pin_now, pins.Pin) else None
-            if isinstance(outcome, planning.Unmanaged):
-                report.pools[pool] = PoolReport(pool, "unmanaged", "no MachineOSConfig")
-                continue
-            if isinstance(outcome, planning.PoolFailure):
-                state: PoolState = "failed" if outcome.transient else "stalled"
+            outcome, existing = outcomes[pool], pinned.get(pool)
+            hold = held[pool].reason if pool in held else None
+            choice = planning.decide(outcome, existing, hold, self.status.pool(pool).failed_inputs)
+            if choice.action != "build":
                 report.pools[pool] = PoolReport(
-                    pool, state, str(outcome.error), existing, outcome.transient
+                    pool, choice.action, choice.reason, existing, choice.action == "failed"
                 )
                 continue
-            if pool in held:
-                report.pools[pool] = PoolReport(pool, "held", held[pool].reason, existing)
-                continue
-            if existing is not None and holds.satisfies(existing, outcome):
-                report.pools[pool] = PoolReport(pool, "unchanged", "", existing)
-                continue
-            change = self._build(outcome, existing, source, report)
+            assert isinstance(outcome, planning.PoolPlan)  # noqa: S101 - decide() says so
+            change = self._build(outcome, existing, source, report, reuse_only=choice.reuse_only)
             if change is not None:
-                if isinstance(pin_now, pins.PinError):
-                    log.warning("pool %s: replacing an invalid pin (%s)", pool, pin_now)
+                if isinstance(current.get(pool), pins.PinError):
+                    log.warning("pool %s: replacing an invalid pin (%s)", pool, current[pool])
                 changes.append(change)
         failpoints.hit("after-build")
         return changes, source
@@ -210,20 +202,19 @@ class Reconciler:
         existing: pins.Pin | None,
         source: CommitInfo,
         report: PassReport,
+        *,
+        reuse_only: bool,
     ) -> history.PinChange | None:
         pool_status = self.status.pool(plan.pool)
-        if (
-            pool_status.failed_inputs == plan.inputs_digest
-            and building.find_existing(self.registry, plan) is None
-        ):
-            # A build that failed for good is not rerun for the same inputs on every
-            # commit elsewhere in the repository: the pool waits for its inputs to change.
-            report.pools[plan.pool] = PoolReport(
-                plan.pool, "stalled", pool_status.last_error or "the build failed", existing,
-                inputs_digest=plan.inputs_digest,
-            )  # fmt: skip
-            return None
         try:
+            if reuse_only and building.find_existing(self.registry, plan) is None:
+                # A build that failed for good is not rerun for the same inputs on every
+                # commit elsewhere in the repository: the pool waits for its inputs to change.
+                report.pools[plan.pool] = PoolReport(
+                    plan.pool, "stalled", pool_status.last_error or "the build failed",
+                    existing, inputs_digest=plan.inputs_digest,
+                )  # fmt: skip
+                return None
             if plan.builder != "native":
                 # Containerfile builds take a while: say so before, for `status`.
                 if pool_status.set("Building", True, "Building", f"{plan.builder} build of "
@@ -237,6 +228,11 @@ class Reconciler:
                 plan.pool, "failed" if transient else "stalled", _first_lines(exc), existing,
                 transient, None if transient else plan.inputs_digest,
             )  # fmt: skip
+            return None
+        except Exception as exc:
+            log.debug("pool %s: unexpected error", plan.pool, exc_info=True)
+            error = InternalError(f"building pool {plan.pool}", exc)
+            report.pools[plan.pool] = PoolReport(plan.pool, "failed", str(error), existing, True)
             return None
         pin = make_pin(plan, result, source.sha)
         report.pools[plan.pool] = PoolReport(plan.pool, "pinned", result.built_by, pin)
@@ -293,9 +289,12 @@ class Reconciler:
                 self.reconcile_once()
                 failures = 0
                 wait = self.next_wakeup(interval)
-            except ReconcilerError as exc:
+            except Exception as exc:
                 failures += 1
                 wait = min(interval, 2.0 ** min(failures, 8))
+                if not isinstance(exc, ReconcilerError):
+                    log.debug("unexpected error in a pass", exc_info=True)
+                    exc = InternalError("reconciling", exc)
                 level = logging.WARNING if is_transient(exc) else logging.ERROR
                 log.log(level, "pass failed (retrying in %.0fs): %s", wait, exc)
             trigger.wait(wait)

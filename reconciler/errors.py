@@ -15,7 +15,18 @@ from dataclasses import dataclass
 
 
 class ReconcilerError(Exception):
-    """Base of every error this package raises on purpose."""
+    """Base of every error this package raises on purpose.
+
+    `transient` is the one way to say "retrying the same inputs later may succeed"
+    (registry 503, network, a push race); otherwise the user must change something.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str = "", *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
 
 
 @dataclass(frozen=True, eq=True)
@@ -59,24 +70,25 @@ class ConfigError(ReconcilerError):
         return cls(ConfigProblem(problem, **where))  # type: ignore[arg-type]
 
 
-class TransientError(ReconcilerError):
-    """Something outside the repository failed; the same work may succeed later."""
+class InternalError(ReconcilerError):
+    """A bug: an unexpected exception caught at an error boundary (a pool's planning, a
+    pass, a command), reported in one line instead of a traceback."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__(
+            f"internal error while {where}: {type(exc).__name__}: {exc} "
+            "(a bug in the reconciler: please report it; --debug shows the traceback)"
+        )
 
 
 class RegistryError(ReconcilerError):
     """A registry refused or failed a request. `transient` says whether to retry."""
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
 
 class GitError(ReconcilerError):
-    """A Git operation failed (clone, fetch, commit, push)."""
+    """A Git operation failed (clone, fetch, commit, push); transient unless told."""
 
-    def __init__(self, message: str, *, transient: bool = True) -> None:
-        super().__init__(message)
-        self.transient = transient
+    transient = True
 
 
 class PushRejected(GitError):
@@ -87,13 +99,13 @@ class BuildError(ReconcilerError):
     """An image build failed; `log_tail` holds the last lines of the builder's output."""
 
     def __init__(self, message: str, *, log_tail: str = "", transient: bool = False) -> None:
-        super().__init__(message if not log_tail else f"{message}\n--- last lines ---\n{log_tail}")
+        super().__init__(
+            message if not log_tail else f"{message}\n--- last lines ---\n{log_tail}",
+            transient=transient,
+        )
         self.log_tail = log_tail
-        self.transient = transient
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same inputs later might succeed."""
-    if isinstance(exc, TransientError):
-        return True
-    return bool(getattr(exc, "transient", False))
+    return isinstance(exc, ReconcilerError) and exc.transient

@@ -16,10 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from reconciler import planning
 from reconciler.adapters.git import CommitInfo, Mirror
-from reconciler.core import history, identity, imageplan, load, merge, pins, reference
-from reconciler.errors import ReconcilerError
+from reconciler.core import history, load, pins, verdict
 
 HISTORY_DEPTH = 500
 """How many commits touching `pins/` are read back to find who last set each pin."""
@@ -34,6 +32,8 @@ def read_pins(reader: Mirror, rev: str) -> dict[str, pins.Pin | pins.PinError]:
         if "/" in pool:
             continue
         try:
+            if isinstance(data, load.Unreadable):
+                raise pins.PinError(f"{path}: {data.problem}")
             pin = pins.parse_pin(data, where=path)
             if pin.spec.pool != pool:
                 raise pins.PinError(f"{path}: spec.pool is {pin.spec.pool!r}, not {pool!r}")
@@ -41,16 +41,6 @@ def read_pins(reader: Mirror, rev: str) -> dict[str, pins.Pin | pins.PinError]:
         except pins.PinError as exc:
             out[pool] = exc
     return out
-
-
-def satisfies(pin: pins.Pin, plan: planning.PoolPlan) -> bool:
-    """Whether the pin already is the plan's image: same inputs, same repository, same
-    architecture (then nothing needs doing, not even a registry request)."""
-    return (
-        pin.spec.inputs_digest == plan.inputs_digest
-        and pin.spec.image.startswith(f"{reference.repository(plan.target)}@")
-        and pin.spec.architecture == plan.architecture
-    )
 
 
 def touched_pools(reader: Mirror, commit: CommitInfo) -> set[str]:
@@ -86,17 +76,9 @@ def last_pin_commits(reader: Mirror, head: str, pools: Iterable[str]) -> dict[st
 
 
 def fingerprint(repo: load.Repository, pool: str) -> str | None:
-    """The pool's inputs as Git states them, or None if it does not render."""
-    if pool not in repo.pools:
-        return None
-    try:
-        rendered = merge.render_pool(repo, pool)
-    except ReconcilerError:
-        return None
-    mosc = repo.os_configs.get(pool)
-    os_config = mosc.obj if mosc else None
-    arch = imageplan.pool_architecture(os_config, repo.settings)
-    return identity.config_fingerprint(rendered, os_config, repo.settings, architecture=arch)
+    """The pool's inputs as Git states them, or None if something blocks it."""
+    judged = verdict.judge_pool(repo, pool)
+    return judged.fingerprint if isinstance(judged, verdict.Ready) else None
 
 
 @dataclass(frozen=True)

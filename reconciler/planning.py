@@ -17,9 +17,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from reconciler.adapters.registry import Resolved
-from reconciler.core import identity, imageplan, layer, load, merge, model, oci, reference
-from reconciler.core.reference import ImageRef, InvalidReference
-from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError, is_transient
+from reconciler.core import (
+    decision,
+    identity,
+    imageplan,
+    layer,
+    load,
+    merge,
+    model,
+    oci,
+    pins,
+    reference,
+    verdict,
+)
+from reconciler.core.reference import ImageRef
+from reconciler.errors import ConfigError, InternalError, ReconcilerError, is_transient
 
 Builder = Literal["native", "buildah", "job"]
 NATIVE_CREATED_BY = "reconciler: config layer"
@@ -51,6 +63,13 @@ class PoolPlan:
     def ca_bundle(self) -> bytes | None:
         """The CA bundle the image trusts (covered by the inputs digest)."""
         return self.image.ca_bundle
+
+    @property
+    def decision_target(self) -> decision.Target:
+        """What `decision.decide` compares a pin with."""
+        return decision.Target(
+            self.inputs_digest, reference.repository(self.target), self.architecture
+        )
 
     @property
     def predicted_digest(self) -> str | None:
@@ -123,59 +142,68 @@ class Planner:
     _bases: dict[tuple[str, str], Resolved | ReconcilerError] = field(default_factory=dict)
 
     def plan_pools(
-        self, repo: load.Repository, pools: Iterable[str] | None = None
+        self, repo: load.Repository, pools: Iterable[str] | None = None, known: Iterable[str] = ()
     ) -> dict[str, PoolOutcome]:
-        rendered, failed = merge.render_all(repo)
-        wanted = sorted(repo.pools) if pools is None else list(pools)
-        out: dict[str, PoolOutcome] = {}
-        for pool in wanted:
-            if pool not in repo.pools:
-                known = ", ".join(sorted(repo.pools)) or "none"
-                out[pool] = PoolFailure(
-                    pool, ConfigError.simple(f"no pool {pool!r} (pools: {known})")
-                )
-            elif pool in failed:
-                out[pool] = PoolFailure(pool, failed[pool])
-            else:
-                out[pool] = self.plan_pool(repo, rendered[pool])
-        return out
+        """Plan `pools` (default: every pool `verdict.judge` names, `known` included)."""
+        verdicts = verdict.judge(repo, known)
+        wanted = sorted(verdicts) if pools is None else list(pools)
+        return {
+            pool: self.plan_verdict(repo, verdicts.get(pool) or verdict.judge_pool(repo, pool))
+            for pool in wanted
+        }
 
-    def plan_pool(self, repo: load.Repository, rendered: merge.RenderedConfig) -> PoolOutcome:
-        pool = rendered.pool
-        mosc = repo.os_configs.get(pool)
-        if mosc is None:
-            return Unmanaged(pool, rendered)
-        arch = imageplan.pool_architecture(mosc.obj, repo.settings)
+    def plan_verdict(self, repo: load.Repository, judged: verdict.Verdict) -> PoolOutcome:
+        """The plan of a judged pool: its failure, unmanaged, or its image (one registry
+        lookup for the base, shared by pools on the same base)."""
+        if isinstance(judged, verdict.Blocked):
+            return PoolFailure(judged.pool, judged.error)
+        if judged.image is None:
+            return Unmanaged(judged.pool, judged.rendered)
         try:
-            # Problems that need no registry first: the plan's own, the push spec.
-            image = imageplan.plan_image(rendered, mosc.obj, repo.settings, arch)
-            target_repo = _push_repository(mosc)
-            base = self._resolve(rendered.spec["osImageURL"], arch)
-            digest = identity.inputs_digest(
-                base.digest, rendered, mosc.obj, repo.settings, architecture=arch
-            )
-            # Only the labels depend on the inputs digest: no second plan.
-            image = replace(image, labels=identity.image_labels(rendered, digest))
+            return self._plan_image(repo, judged, judged.image)
         except ReconcilerError as exc:
-            return PoolFailure(pool, exc)
-        target = reference.with_tag(target_repo, identity.image_tag(pool, digest))
-        if image.needs_containerfile:
-            return PoolPlan(pool, rendered, image, mosc.obj, arch, base, digest, target,
-                            self._containerfile_builder(mosc.obj, repo.settings))  # fmt: skip
-        built = layer.build_layer(image.entries)
-        composed = oci.compose_image(
-            base.manifest,
-            base.config_bytes,
-            built,
-            labels=image.labels,
-            created_by=f"{NATIVE_CREATED_BY} {rendered.name}",
+            return PoolFailure(judged.pool, exc)
+        except Exception as exc:
+            return PoolFailure(judged.pool, InternalError(f"planning pool {judged.pool}", exc))
+
+    def _plan_image(
+        self, repo: load.Repository, ready: verdict.Ready, judged: verdict.Image
+    ) -> PoolPlan:
+        pool, rendered, arch = ready.pool, ready.rendered, ready.architecture
+        mosc = judged.os_config.obj
+        base = self._resolve(judged.base_image, arch)
+        digest = identity.inputs_digest(
+            base.digest, rendered, mosc, repo.settings, architecture=arch
         )
+        # Only the labels depend on the inputs digest: no second plan.
+        image = replace(judged.plan, labels=identity.image_labels(rendered, digest))
+        target = reference.with_tag(judged.push_repository, identity.image_tag(pool, digest))
+        if image.needs_containerfile:
+            return PoolPlan(pool, rendered, image, mosc, arch, base, digest, target,
+                            self._containerfile_builder(mosc, repo.settings))  # fmt: skip
+        built = layer.build_layer(image.entries)
+        try:
+            composed = oci.compose_image(
+                base.manifest,
+                base.config_bytes,
+                built,
+                labels=image.labels,
+                created_by=f"{NATIVE_CREATED_BY} {rendered.name}",
+            )
+        except oci.ManifestError as exc:
+            raise ConfigError.simple(
+                f"base image {judged.base_image}: {exc}",
+                file=judged.os_config.origin.file,
+                kind="MachineOSConfig",
+                name=pool,
+                fix="use a bootc base image (an OCI image with a rootfs), or fix its tag",
+            ) from exc
         return PoolPlan(
-            pool, rendered, image, mosc.obj, arch, base, digest, target, "native", built, composed
+            pool, rendered, image, mosc, arch, base, digest, target, "native", built, composed
         )
 
-    def _resolve(self, base_image: str, arch: str) -> Resolved:
-        key = (base_image, arch)
+    def _resolve(self, base_image: reference.ImageRef, arch: str) -> Resolved:
+        key = (str(base_image), arch)
         if key not in self._bases:
             try:
                 self._bases[key] = self.resolver.resolve(base_image, arch=arch)
@@ -197,34 +225,22 @@ class Planner:
         return "job" if chosen == "Job" else "buildah"
 
 
-def _push_repository(mosc: load.Loaded[model.MachineOSConfig]) -> ImageRef:
-    spec = mosc.obj.spec.rendered_image_push_spec
-    try:
-        ref = reference.parse(spec)
-    except InvalidReference as exc:
-        raise ConfigError(
-            ConfigProblem(
-                exc.problem,
-                file=mosc.origin.file,
-                line=mosc.origin.line(("spec", "renderedImagePushSpec")),
-                kind="MachineOSConfig",
-                name=mosc.obj.metadata.name,
-                field="spec.renderedImagePushSpec",
-                fix=exc.fix,
-            )
-        ) from None
-    if ref.digest:
-        raise ConfigError(
-            ConfigProblem(
-                f"{spec!r} names a digest; the push spec names where images go",
-                file=mosc.origin.file,
-                kind="MachineOSConfig",
-                name=mosc.obj.metadata.name,
-                field="spec.renderedImagePushSpec",
-                fix=f"write {reference.repository(ref)}:latest (the tag is replaced)",
-            )
+def decide(
+    outcome: PoolOutcome,
+    pin: pins.Pin | None,
+    hold: str | None = None,
+    failed_inputs: str | None = None,
+) -> decision.Decision:
+    """`decision.decide` for a planned pool: the one call the loop and `plan` make."""
+    if isinstance(outcome, PoolFailure):
+        return decision.decide(
+            target=None, problem=str(outcome.error), transient=outcome.transient, pin=pin
         )
-    return ref
+    if isinstance(outcome, Unmanaged):
+        return decision.decide(target=None, pin=pin)
+    return decision.decide(
+        target=outcome.decision_target, pin=pin, hold=hold, failed_inputs=failed_inputs
+    )
 
 
 def outcomes_summary(outcomes: Mapping[str, PoolOutcome]) -> list[dict[str, Any]]:

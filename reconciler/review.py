@@ -32,7 +32,7 @@ from reconciler import building, holds, planning
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.localgit import LocalRepository
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import diff, history, identity, imageplan, load, merge, model, pins
+from reconciler.core import diff, history, imageplan, load, merge, model, pins, verdict
 from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerError
 
 HISTORY_DEPTH = holds.HISTORY_DEPTH
@@ -67,6 +67,8 @@ class PoolState:
     architecture: str
     fingerprint: str | None
     push_spec: str | None
+    own: tuple[ConfigProblem, ...] = ()
+    """Problems found rendering or planning this pool (beyond the repository's own)."""
 
     @property
     def key(self) -> tuple[str | None, str | None, bool]:
@@ -80,27 +82,25 @@ class PoolState:
 
 
 def pool_states(repo: load.Repository) -> dict[str, PoolState]:
-    rendered, failed = merge.render_all(repo)
+    """Every pool the verdict names, as `review_revisions` compares them."""
     out = {}
-    for pool in repo.pools:
+    for pool, judged in verdict.judge(repo).items():
         mosc = repo.os_configs.get(pool)
         os_config = mosc.obj if mosc else None
         arch = imageplan.pool_architecture(os_config, repo.settings)
-        r = rendered.get(pool)
-        fingerprint = (
-            identity.config_fingerprint(r, os_config, repo.settings, architecture=arch)
-            if r is not None
-            else None
-        )
         push = os_config.spec.rendered_image_push_spec if os_config else None
-        out[pool] = PoolState(pool, r, failed.get(pool), os_config, arch, fingerprint, push)
+        if isinstance(judged, verdict.Ready):
+            out[pool] = PoolState(
+                pool, judged.rendered, None, os_config, arch, judged.fingerprint, push
+            )
+        else:
+            error = (
+                judged.error
+                if isinstance(judged.error, ConfigError)
+                else ConfigError(judged.problems)
+            )
+            out[pool] = PoolState(pool, None, error, os_config, arch, None, push, judged.own)
     return out
-
-
-def pool_fingerprint(repo: load.Repository, pool: str) -> str | None:
-    """The pool's inputs as Git states them (what ends a hold: DESIGN §6)."""
-    state = pool_states(repo).get(pool)
-    return state.fingerprint if state else None
 
 
 # --- plan between revisions ------------------------------------------------------------------
@@ -184,7 +184,7 @@ def review_revisions(
     for pool in sorted(set(before) | set(after)):
         old, new = before.get(pool), after.get(pool)
         if new is not None and new.error is not None:
-            problems.extend(new.error.problems)
+            problems.extend(new.own)
             reviews[pool] = PoolReview(pool, "error", old, new)
             continue
         if old is not None and new is not None and old.error is None and old.key == new.key:
@@ -335,67 +335,57 @@ class Prediction:
 def predict_pass(
     reader: Mirror, head: str, planner: planning.Planner, registry: RegistryClient
 ) -> dict[str, Prediction]:
-    """What a reconcile pass at `head` would do with each pool, building nothing.
-
-    The decisions are `controller.Reconciler`'s, in its order: unmanaged, cannot plan,
-    held (the pin was last set by someone else and the inputs have not changed since),
-    unchanged (the pin's inputs digest is the plan's), else pin the plan's image, found
-    by identity or built.
+    """What a reconcile pass at `head` would do with each pool, building nothing: the
+    loop's own judgement and decision (`planning.decide`), then what building means
+    (an image found by identity, a native build's exact digest, a Containerfile build).
     """
     repo = load_at(reader, head)
-    outcomes = planner.plan_pools(repo)
+    all_pins = holds.read_pins(reader, head)
+    outcomes = planner.plan_pools(repo, known=all_pins)
     # an invalid pin is replaced by the loop: as if there were none
-    current = {
-        p: pin for p, pin in holds.read_pins(reader, head).items() if isinstance(pin, pins.Pin)
-    }
-    held = holds.HoldFinder(reader).holds(
-        head, repo, {p: pin for p, pin in current.items() if p in outcomes}
-    )
+    current = {p: pin for p, pin in all_pins.items() if isinstance(pin, pins.Pin) and p in outcomes}
+    held = holds.HoldFinder(reader).holds(head, repo, current)
     out: dict[str, Prediction] = {}
     for pool in sorted(outcomes):
-        outcome = outcomes[pool]
-        pin = current.get(pool)
-        if isinstance(outcome, planning.Unmanaged):
+        outcome, pin = outcomes[pool], current.get(pool)
+        choice = planning.decide(outcome, pin, held[pool].reason if pool in held else None)
+        digest = pin.spec.digest if pin else None
+        if choice.action in ("stalled", "failed"):
+            keeps = f"keeps {digest[:19]}" if digest else "stays unpinned"
+            first = choice.reason.splitlines()[0] if choice.reason else ""
+            out[pool] = Prediction(pool, choice.action, f"{keeps}: {first}", digest)
+        elif choice.action == "unmanaged":
             out[pool] = Prediction(pool, "unmanaged", "no MachineOSConfig: no image is built")
-            continue
-        if isinstance(outcome, planning.PoolFailure):
-            state: PredictedAction = "failed" if outcome.transient else "stalled"
-            keeps = f"keeps {pin.spec.digest[:19]}" if pin else "stays unpinned"
-            first = str(outcome.error).splitlines()[0]
-            out[pool] = Prediction(
-                pool, state, f"{keeps}: {first}", pin.spec.digest if pin else None
-            )
-            continue
-        if pin is not None and pool in held:
+        elif choice.action == "held":
             setter = held[pool].commit
             out[pool] = Prediction(
                 pool, "held",
-                f"held at {pin.spec.digest} (pin set by {setter.author_name} in "
+                f"held at {digest} (pin set by {setter.author_name} in "
                 f"{setter.sha[:10]}) until its inputs change",
-                pin.spec.digest,
+                digest,
             )  # fmt: skip
-            continue
-        if pin is not None and holds.satisfies(pin, outcome):
-            out[pool] = Prediction(
-                pool, "unchanged", f"stays at {pin.spec.digest}", pin.spec.digest
-            )
-            continue
-        existing = building.find_existing(registry, outcome)
-        if existing is not None:
-            out[pool] = Prediction(
-                pool, "pin", f"pins {existing} (image exists: no build)", existing, "none"
-            )
-        elif outcome.builder == "native":
-            predicted = outcome.predicted_digest
-            out[pool] = Prediction(
-                pool, "pin", f"builds natively and pins {predicted}", predicted, "native"
-            )
+        elif choice.action == "unchanged":
+            out[pool] = Prediction(pool, "unchanged", f"stays at {digest}", digest)
         else:
-            out[pool] = Prediction(
-                pool, "pin", f"builds with {outcome.builder} ({'; '.join(outcome.image.reasons)}) "
-                "and pins the result", None, outcome.builder,
-            )  # fmt: skip
+            assert isinstance(outcome, planning.PoolPlan)  # noqa: S101 - decide() says so
+            out[pool] = _predict_build(outcome, building.find_existing(registry, outcome))
     return out
+
+
+def _predict_build(plan: planning.PoolPlan, existing: str | None) -> Prediction:
+    if existing is not None:
+        return Prediction(
+            plan.pool, "pin", f"pins {existing} (image exists: no build)", existing, "none"
+        )
+    if plan.builder == "native":
+        predicted = plan.predicted_digest
+        return Prediction(
+            plan.pool, "pin", f"builds natively and pins {predicted}", predicted, "native"
+        )
+    return Prediction(
+        plan.pool, "pin", f"builds with {plan.builder} ({'; '.join(plan.image.reasons)}) "
+        "and pins the result", None, plan.builder,
+    )  # fmt: skip
 
 
 # --- rollback --------------------------------------------------------------------------------
@@ -454,7 +444,7 @@ def commits_changing_pool(reader: Mirror, point: str, head: str, pool: str) -> l
 
     def fingerprint(sha: str) -> str | None:
         if sha not in cache:
-            cache[sha] = pool_fingerprint(load_at(reader, sha), pool)
+            cache[sha] = holds.fingerprint(load_at(reader, sha), pool)
         return cache[sha]
 
     for commit in reader.log(f"{point}..{head}", max_count=HISTORY_DEPTH):
@@ -527,10 +517,10 @@ def _hold(
     reader = local.view
     if entry is None or entry.pin is None:
         # A config commit: the newest pin made from the same inputs.
-        want = pool_fingerprint(load_at(reader, sha), pool)
+        want = holds.fingerprint(load_at(reader, sha), pool)
         same = [
             e for e in entries
-            if e.pin and e.source and pool_fingerprint(load_at(reader, e.source.sha), pool) == want
+            if e.pin and e.source and holds.fingerprint(load_at(reader, e.source.sha), pool) == want
         ]  # fmt: skip
         if want is None or not same:
             raise ConfigError.simple(

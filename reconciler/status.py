@@ -12,17 +12,28 @@ Conditions follow Kubernetes/kstatus conventions (Flux's Ready/Stalled/Reconcili
 Each condition carries a reason, a message and the time it last changed; conditions
 change (and are logged) only on transitions.
 
-Nothing here decides anything: the controller does, this records it.
+Nothing here decides anything: the controller does, this records it. A status file
+that cannot be read as one (garbage, another shape) is moved aside to
+`status.json.corrupt-<time>` with one warning and the loop starts afresh: Git holds
+everything that matters.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import logging
 import os
+import shutil
 import tempfile
+import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CONDITIONS = ("Ready", "Building", "Stalled", "Held")
 MAX_BACKOFF_S = 300.0
@@ -101,13 +112,63 @@ class Status:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> Status:
+    def from_json(cls, doc: object) -> Status:
+        """The status `to_json` wrote, or `ValueError` saying what does not fit.
+
+        Keys this version does not know are ignored (a newer version wrote them); a
+        known key with a value of the wrong type is an error, so that nothing later
+        trips over it.
+        """
+        raw = _fields_of(cls, doc, "status", skip=frozenset({"pools"}))
         pools = {}
-        for name, raw in (doc.get("pools") or {}).items():
-            conditions = {k: Condition(**v) for k, v in (raw.get("conditions") or {}).items()}
-            pools[name] = PoolStatus(**{**raw, "conditions": conditions})
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in known and k != "pools"}, pools=pools)
+        for name, pool in _mapping(raw.pop("pools", {}), "pools").items():
+            where = f"pools.{name}"
+            values = _fields_of(PoolStatus, pool, where, skip=frozenset({"conditions"}))
+            conditions = {
+                k: Condition(**_fields_of(Condition, v, f"{where}.conditions.{k}"))
+                for k, v in _mapping(values.pop("conditions", {}), f"{where}.conditions").items()
+            }
+            pools[name] = PoolStatus(**values, conditions=conditions)
+        return cls(**raw, pools=pools)
+
+
+def _mapping(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"{where} is not an object")
+    return value
+
+
+def _fields_of(
+    cls: type, value: object, where: str, skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The known keys of `value` for dataclass `cls`, each checked against its type."""
+    doc = _mapping(value, where)
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name not in doc:
+            continue
+        v = doc[f.name]
+        if f.name not in skip and not _fits(v, hints[f.name]):
+            want = getattr(hints[f.name], "__name__", str(hints[f.name]))
+            raise ValueError(f"{where}.{f.name} is {type(v).__name__}, not {want}")
+        out[f.name] = v
+    return out
+
+
+def _fits(value: object, hint: Any) -> bool:
+    """Whether a JSON value has the (scalar or optional scalar) type `hint`."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return True
+        if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return True
+        if option in (int, str) and type(value) is option:
+            return True
+        if option is bool and isinstance(value, bool):
+            return True
+    return False
 
 
 class StatusStore:
@@ -117,14 +178,33 @@ class StatusStore:
         self.path = path
 
     def load(self) -> Status:
+        """The saved status; a fresh one if there is none or it cannot be read as one."""
         try:
-            return Status.from_json(json.loads(self.path.read_text()))
+            return Status.from_json(json.loads(self.path.read_bytes()))
         except FileNotFoundError:
             return Status()
-        except (ValueError, TypeError, KeyError):
-            # A status file from another version or damaged by hand: start over. Git
-            # holds everything that matters; this only saves work and keeps timestamps.
+        except (ValueError, TypeError, RecursionError, IsADirectoryError) as exc:
+            # Damaged (a crash of the disk, a hand edit) or from another version: start
+            # over. Git holds everything that matters; this only saves work and keeps
+            # timestamps. The file is kept aside for whoever wants to know why.
+            self._move_aside(exc)
             return Status()
+
+    def _move_aside(self, why: Exception) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            os.replace(self.path, aside)
+            where = f"moved it to {aside}"
+        except OSError as exc:
+            where = f"could not move it aside ({exc.strerror})"
+        for old in sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.corrupt-*"))[:-1]:
+            if old != aside:  # keep the newest copy only
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        reason = str(why).splitlines()[0][:200] if str(why) else type(why).__name__
+        log.warning(
+            "status file %s is unreadable (%s): %s; starting afresh", self.path, reason, where
+        )
 
     def save(self, status: Status) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

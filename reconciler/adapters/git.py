@@ -46,12 +46,21 @@ from it). Pushing to a non-bare repository's checked-out branch is refused by gi
 (`receive.denyCurrentBranch`); that surfaces as a `GitError` that says to use a bare
 repository or another branch.
 
+Hostile or broken input is bounded (DESIGN.md §2, promise 9): a link out of the tree
+and a blob above `load.MAX_FILE_BYTES` come back as `load.Unreadable` in place of the
+file (a problem of that file, not an error ending the pass), and big blobs are never
+read. A mirror that git finds corrupt (a truncated object or pack, a missing HEAD or
+refs directory) is moved aside to `<cache>.corrupt-<time>` (only the newest such copy
+is kept), fetched afresh, and the operation tried once more, with one warning.
+
 A `Mirror` is not thread-safe; use one per cache directory per process.
 """
 
 from __future__ import annotations
 
 import base64
+import glob
+import logging
 import os
 import posixpath
 import re
@@ -59,14 +68,16 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from reconciler.errors import ConfigError, ConfigProblem, GitError, PushRejected
+from reconciler.core import load
+from reconciler.errors import GitError, PushRejected
 
 __all__ = [
     "CommitInfo",
@@ -87,6 +98,16 @@ _URL_USERINFO_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*)://([^/@\s]+)@")
 
 DEFAULT_TIMEOUT = 300.0
 """Seconds one git command may take before it is killed (network commands)."""
+
+KEPT_CORRUPT_COPIES = 1
+"""Corrupt mirrors kept beside the cache for a post-mortem: the newest one only, since
+each is a whole mirror's worth of disk."""
+
+_MAX_LINK_BYTES = 4096
+"""A symbolic link's target is a path: at most PATH_MAX bytes (limits.h)."""
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 # --- credentials and redaction ----------------------------------------------------------
@@ -296,6 +317,46 @@ _DIAGNOSES: tuple[tuple[str, bool, str], ...] = (
 )
 
 
+# What git says about a broken repository of its own (object-file.c, packfile.c,
+# setup.c). Matched on the stderr of commands run on the mirror, skipping "remote:"
+# lines (a broken remote is not healed by fetching from it again). "bad object" alone
+# is not here: it is also what an unknown commit id gives.
+_CORRUPTION = (
+    "is corrupt",
+    "does not match index",
+    "unable to stream",
+    "exceeds 32 bytes",
+    "inflate:",
+    "unable to unpack",
+    "hash mismatch",
+    "garbage at end of loose object",
+    "bad packed object",
+    "packfile",
+    "not a git repository",
+    "can only be used inside a git repository",
+    "bad config",
+    "broken ref",
+    "reference broken",
+    "unknown object type",
+)
+
+
+class _MirrorCorrupt(GitError):
+    """git found the mirror itself broken; `symptom` is the line that says so."""
+
+    def __init__(self, message: str, symptom: str) -> None:
+        super().__init__(message, transient=True)
+        self.symptom = symptom
+
+
+def _corruption(stderr: str) -> str | None:
+    for line in stderr.splitlines():
+        low = line.strip().lower()
+        if low and not low.startswith("remote:") and any(f in low for f in _CORRUPTION):
+            return line.strip()
+    return None
+
+
 # Fragments that mean "no (acceptable) credentials": with credentials given, git asks
 # for new ones after a 401 and, with prompts off, says it could not read a username.
 _REFUSED = ("could not read username", "could not read password", "returned error: 401")
@@ -353,9 +414,18 @@ class _Runner:
             raise GitError(
                 f"git {op} {self.display_url}: no answer within {exc.timeout:.0f} s", transient=True
             ) from exc
-        if proc.returncode not in ok_codes:
-            detail, transient = _explain(proc.stderr.decode("utf-8", "replace"), self.secrets)
-            raise GitError(f"git {op} {self.display_url}: {detail}", transient=transient)
+        failed = proc.returncode not in ok_codes
+        if failed or proc.stderr:
+            stderr = proc.stderr.decode("utf-8", "replace")
+            # On the mirror, even a command that succeeds may have said the mirror is
+            # damaged (a fetch that worked around a broken pack): heal it all the same.
+            symptom = _corruption(stderr) if any("--git-dir=" in a for a in args[:3]) else None
+            if symptom is not None:
+                detail = _scrub(symptom, self.secrets)
+                raise _MirrorCorrupt(f"git {op} {self.display_url}: {detail}", detail)
+            if failed:
+                detail, transient = _explain(stderr, self.secrets)
+                raise GitError(f"git {op} {self.display_url}: {detail}", transient=transient)
         return proc
 
 
@@ -531,6 +601,8 @@ class Mirror:
         self._partial = False
         # branch -> the remote head this mirror holds (saves a spawn per no-op fetch)
         self._heads: dict[str, str] = {}
+        # branch -> (depth, filter) of its last fetch: what a healed mirror fetches again
+        self._fetched: dict[str, tuple[int | None, str | None]] = {}
 
     # -- set-up --
 
@@ -541,6 +613,8 @@ class Mirror:
         if self._ready:
             return
         if not (self.path / "HEAD").is_file():
+            if any((self.path / name).exists() for name in ("objects", "refs", "packed-refs")):
+                raise _MirrorCorrupt(f"{self.path}: HEAD is missing", "HEAD is missing")
             if self.path.exists() and any(self.path.iterdir()):
                 raise GitError(
                     f"{self.path}: cache directory is not empty and not a git mirror; "
@@ -553,8 +627,10 @@ class Mirror:
             )
             self._git.run(self._g("config", "remote.origin.url", self.url), "config")
         else:
+            # --local: git then checks that this is a repository (HEAD, objects/, refs/)
+            # and fails if not, which plain `config` would not; the check costs nothing.
             out = self._git.run(
-                self._g("config", "--get-regexp", r"^remote\.origin\.(url|promisor)$"),
+                self._g("config", "--local", "--get-regexp", r"^remote\.origin\.(url|promisor)$"),
                 "config",
                 ok_codes=(0, 1),
             ).stdout.decode()
@@ -568,6 +644,60 @@ class Mirror:
                 # repository under a new URL) is still a valid cache.
                 self._git.run(self._g("config", "remote.origin.url", self.url), "config")
         self._ready = True
+
+    # -- healing --
+
+    def _healing(self, attempt: Callable[[], _T], check: Callable[[], None] | None = None) -> _T:
+        """`attempt()`; if git finds the mirror corrupt, heal it and attempt once more.
+
+        `check` runs between the two, to refuse a retry that cannot succeed.
+        """
+        try:
+            return attempt()
+        except _MirrorCorrupt as exc:
+            self._heal(exc.symptom)
+        if check is not None:
+            check()
+        return attempt()
+
+    def _heal(self, symptom: str) -> None:
+        """Move the corrupt mirror aside, make a new one and fetch what it held."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for n in range(1, 100):
+            if not aside.exists():
+                break
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            self.path.rename(aside)
+            where = f"moved it to {aside}"
+        except OSError:  # a mount point (an emptyDir volume) cannot be moved: empty it
+            for child in self.path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+            where = "emptied it (it cannot be moved)"
+        copies = sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.corrupt-*"))
+        for old in copies[:-KEPT_CORRUPT_COPIES] if KEPT_CORRUPT_COPIES else copies:
+            shutil.rmtree(old, ignore_errors=True)
+        log.warning(
+            "git mirror %s is corrupt (%s): %s; fetching from %s again",
+            self.path,
+            symptom,
+            where,
+            self.display_url,
+        )
+        was_partial = self._partial
+        self._ready = self._partial = False
+        self._heads.clear()
+        self._ensure_repo()
+        refilter = "blob:none" if was_partial else None
+        if self._fetched:
+            for branch, (depth, filter) in sorted(self._fetched.items()):
+                self._fetch_branch(branch, depth, filter or refilter)
+        else:  # no fetch in this process yet: bring every branch
+            self._run_fetch("*", None, refilter)
 
     def _resolve(self, expr: str) -> str | None:
         proc = self._git.run(
@@ -596,6 +726,9 @@ class Mirror:
         _check_branch(branch, self.display_url)
         if depth is not None and depth < 1:
             raise ValueError(f"depth must be at least 1, not {depth}")
+        return self._healing(lambda: self._fetch(branch, depth, filter))
+
+    def _fetch(self, branch: str, depth: int | None, filter: str | None) -> str:
         head = _ls_remote(self._git, self.url, branch)
         if head is None:
             raise GitError(
@@ -603,6 +736,7 @@ class Mirror:
                 "check the branch name",
                 transient=False,
             )
+        self._fetched[branch] = (depth, filter)
         wants_full = depth is None and (self.path / "shallow").exists()
         if self._heads.get(branch) == head and not wants_full:
             return head
@@ -610,17 +744,10 @@ class Mirror:
         if not wants_full and self._local_head(branch) == head:
             self._heads[branch] = head
             return head
-        args = ["fetch", "--no-tags", "--quiet"]
-        if depth is not None:
-            args.append(f"--depth={depth}")
-        elif wants_full:
-            args.append("--unshallow")
-        if filter is not None:
-            args.append(f"--filter={filter}")
-        args += ["origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}"]
-        self._git.run(self._g(*args), "fetch")
-        if filter is not None:
-            self._partial = True
+        return self._fetch_branch(branch, depth, filter)
+
+    def _fetch_branch(self, branch: str, depth: int | None, filter: str | None) -> str:
+        self._run_fetch(branch, depth, filter)
         # The remote may have moved again since ls-remote; report what we now hold.
         fetched = self._local_head(branch)
         if fetched is None:  # pragma: no cover - git fetch succeeded, so the ref exists
@@ -628,75 +755,149 @@ class Mirror:
         self._heads[branch] = fetched
         return fetched
 
+    def _run_fetch(self, branch: str, depth: int | None, filter: str | None) -> None:
+        """`git fetch` of `branch` (a name or `*`) into `refs/remotes/origin/`."""
+        args = ["fetch", "--no-tags", "--quiet"]
+        if depth is not None:
+            args.append(f"--depth={depth}")
+        elif (self.path / "shallow").exists():
+            args.append("--unshallow")
+        if filter is not None:
+            args.append(f"--filter={filter}")
+        args += ["origin", f"+refs/heads/{branch}:refs/remotes/origin/{branch}"]
+        self._git.run(self._g(*args), "fetch")
+        if filter is not None:
+            self._partial = True
+
     # -- reading --
 
-    def read_files(self, rev: str, predicate: Callable[[str], bool]) -> dict[str, bytes]:
+    def read_files(
+        self, rev: str, predicate: Callable[[str], bool]
+    ) -> dict[str, bytes | load.Unreadable]:
         """Every file at `rev` whose repository path satisfies `predicate`.
 
-        Without a checkout: one `ls-tree -r -z` and one `cat-file --batch`. Symbolic
-        links are followed to the file they name (a link that leads out of the tree or
-        nowhere is a `ConfigError`); submodules are skipped.
+        Without a checkout: one `ls-tree -r -z -l` and one `cat-file --batch` (a partial
+        mirror: `ls-tree` without sizes, the missing blobs fetched, a `--batch-check`
+        for their sizes). Symbolic links are followed to the file they name;
+        submodules are skipped. A link that leads out of the tree or nowhere, and a
+        file above `load.MAX_FILE_BYTES` (never read), are `load.Unreadable`.
         """
         _check_rev(rev)
+        return self._healing(lambda: self._read_files(rev, predicate))
+
+    def _read_files(
+        self, rev: str, predicate: Callable[[str], bool]
+    ) -> dict[str, bytes | load.Unreadable]:
         self._ensure_repo()
+        # -l: each blob's size, so that big ones are never read. Not in a partial
+        # mirror, where ls-tree would fetch every absent blob one by one to size it.
+        long = () if self._partial else ("-l",)
         out = self._git.run(
-            self._g("ls-tree", "-r", "-z", "--full-tree", rev), "ls-tree"
+            self._g("ls-tree", "-r", "-z", *long, "--full-tree", rev), "ls-tree"
         ).stdout.decode("utf-8", "surrogateescape")
         blobs: dict[str, str] = {}
         links: dict[str, str] = {}
+        sizes: dict[str, int] = {}
         for entry in out.split("\x00"):
             if not entry:
                 continue
             meta, _, path = entry.partition("\t")
-            mode, kind, sha = meta.split()
+            mode, kind, sha, *size = meta.split()
             if kind != "blob":
                 continue  # a submodule (commit) has no content here
             (links if mode == "120000" else blobs)[path] = sha
+            if size:
+                sizes[sha] = int(size[0])
         wanted = {p: sha for p, sha in blobs.items() if predicate(p)}
         wanted_links = [p for p in links if predicate(p)]
-        contents = self._cat_blobs(rev, {*wanted.values(), *(links[p] for p in wanted_links)})
-        files = {p: contents[sha] for p, sha in wanted.items()}
+        contents = self._cat_blobs(
+            rev, {*wanted.values(), *(links[p] for p in wanted_links)}, sizes
+        )
+        files: dict[str, bytes | load.Unreadable] = {
+            p: _bounded(contents[sha], "") for p, sha in wanted.items()
+        }
         for path in wanted_links:
-            files[path] = self._follow_link(path, links, blobs, contents)
+            files[path] = self._follow_link(path, links, blobs, contents, sizes)
         return files
 
     def _follow_link(
-        self, path: str, links: dict[str, str], blobs: dict[str, str], contents: dict[str, bytes]
-    ) -> bytes:
+        self,
+        path: str,
+        links: dict[str, str],
+        blobs: dict[str, str],
+        contents: dict[str, bytes | int],
+        sizes: dict[str, int],
+    ) -> bytes | load.Unreadable:
         """The content of the file the link at `path` leads to, as a checkout would read."""
-        start, seen = path, set()
+        seen: set[str] = set()
         while path in links and path not in seen:
             seen.add(path)
             sha = links[path]
             if sha not in contents:
-                contents.update(self._cat_blobs(None, {sha}))
-            target = contents[sha].decode("utf-8", "surrogateescape")
-            path = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-        if path not in blobs:
-            raise ConfigError(
-                ConfigProblem(
-                    f"symbolic link to {path!r}, which is not a file in the repository",
-                    file=start,
-                    fix="commit the file itself, or point the link at a file in the repository",
+                contents.update(self._cat_blobs(None, {sha}, sizes, _MAX_LINK_BYTES))
+            target = contents[sha]
+            if isinstance(target, int) or len(target) > _MAX_LINK_BYTES:
+                return load.Unreadable(
+                    "symbolic link whose target is not a path (it is longer than PATH_MAX)",
+                    "commit the file itself, or point the link at a file in the repository",
                 )
+            path = posixpath.normpath(
+                posixpath.join(posixpath.dirname(path), target.decode("utf-8", "surrogateescape"))
+            )
+        if path not in blobs:
+            return load.Unreadable(
+                f"symbolic link to {path!r}, which is not a file in the repository",
+                "commit the file itself, or point the link at a file in the repository",
             )
         sha = blobs[path]
         if sha not in contents:
-            contents.update(self._cat_blobs(None, {sha}))
-        return contents[sha]
+            contents.update(self._cat_blobs(None, {sha}, sizes))
+        return _bounded(contents[sha], f" (the link's target {path!r})")
 
-    def _cat_blobs(self, rev: str | None, shas: set[str]) -> dict[str, bytes]:
+    def _cat_blobs(
+        self,
+        rev: str | None,
+        shas: set[str],
+        sizes: dict[str, int],
+        limit: int = load.MAX_FILE_BYTES,
+    ) -> dict[str, bytes | int]:
+        """Each blob's content, or its size (an int) if that is above `limit`."""
         if not shas:
             return {}
         if self._partial and rev is not None:
             self._prefetch_missing(rev, shas)
-        order = sorted(shas)
-        raw = self._git.run(
-            self._g("cat-file", "--batch"),
-            "cat-file",
-            input="".join(f"{s}\n" for s in order).encode(),
-        ).stdout
-        return dict(zip(order, _parse_batch(raw, len(order)), strict=True))
+        unsized = sorted(shas - sizes.keys())
+        if unsized:
+            raw = self._git.run(
+                self._g("cat-file", "--batch-check"),
+                "cat-file",
+                input="".join(f"{s}\n" for s in unsized).encode(),
+            ).stdout
+            for line in raw.decode().splitlines():
+                sha, _, rest = line.partition(" ")
+                if rest == "missing" or not rest:
+                    raise self._missing(sha)
+                sizes[sha] = int(rest.split()[-1])
+        small = sorted(s for s in shas if sizes[s] <= limit)
+        found: dict[str, bytes | int] = {s: sizes[s] for s in shas if sizes[s] > limit}
+        if small:
+            raw = self._git.run(
+                self._g("cat-file", "--batch"),
+                "cat-file",
+                input="".join(f"{s}\n" for s in small).encode(),
+            ).stdout
+            for sha, content in zip(small, _parse_batch(raw, len(small)), strict=True):
+                if content is None:
+                    raise self._missing(sha)
+                found[sha] = content
+        return found
+
+    def _missing(self, sha: str) -> _MirrorCorrupt:
+        # ls-tree listed it (and a partial mirror has just fetched it): the mirror lost it.
+        return _MirrorCorrupt(
+            f"cat-file {self.display_url}: object {sha} is missing from the mirror",
+            f"object {sha} is missing",
+        )
 
     def _prefetch_missing(self, rev: str, shas: set[str]) -> None:
         """In a partial clone, fetch the blobs we are about to read in one request.
@@ -732,6 +933,9 @@ class Mirror:
         """
         _check_rev(rev)
         _check_path(path)
+        return self._healing(lambda: self._read_file(rev, path))
+
+    def _read_file(self, rev: str, path: str) -> bytes | None:
         self._ensure_repo()
         raw = self._git.run(
             self._g("cat-file", "--batch-command"),
@@ -769,17 +973,24 @@ class Mirror:
         _check_rev(rev)
         for p in paths:
             _check_path(p.rstrip("/"))
-        self._ensure_repo()
         args = ["log", "-z", f"--format=tformat:{_LOG_FORMAT}"]
         if max_count is not None:
             args.append(f"--max-count={max_count}")
         args += [rev, "--", *paths]
-        return _parse_log(self._git.run(self._g(*args), "log").stdout)
+
+        def attempt() -> list[CommitInfo]:
+            self._ensure_repo()
+            return _parse_log(self._git.run(self._g(*args), "log").stdout)
+
+        return self._healing(attempt)
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         """Whether `ancestor` is reachable from `descendant` (a commit is its own ancestor)."""
         _check_rev(ancestor)
         _check_rev(descendant)
+        return self._healing(lambda: self._is_ancestor(ancestor, descendant))
+
+    def _is_ancestor(self, ancestor: str, descendant: str) -> bool:
         self._ensure_repo()
         proc = self._git.run(
             self._g("merge-base", "--is-ancestor", ancestor, descendant),
@@ -792,11 +1003,15 @@ class Mirror:
         """Paths whose content differs between commits `a` and `b` (sorted, no renames)."""
         _check_rev(a)
         _check_rev(b)
-        self._ensure_repo()
-        out = self._git.run(
-            self._g("diff-tree", "-r", "-z", "--name-only", "--no-renames", a, b), "diff-tree"
-        ).stdout.decode("utf-8", "surrogateescape")
-        return sorted(p for p in out.split("\x00") if p)
+
+        def attempt() -> list[str]:
+            self._ensure_repo()
+            out = self._git.run(
+                self._g("diff-tree", "-r", "-z", "--name-only", "--no-renames", a, b), "diff-tree"
+            ).stdout.decode("utf-8", "surrogateescape")
+            return sorted(p for p in out.split("\x00") if p)
+
+        return self._healing(attempt)
 
     # -- writing --
 
@@ -826,13 +1041,27 @@ class Mirror:
         text = message.strip("\n").rstrip()
         if not text.strip():
             raise ValueError("commit message is empty")
+        if parent is not None:
+            _check_rev(parent)
+        return self._healing(
+            lambda: self._commit(parent, changes, text, author, committer or author, date)
+        )
+
+    def _commit(
+        self,
+        parent: str | None,
+        changes: Mapping[str, bytes | None],
+        text: str,
+        author: tuple[str, str],
+        committer: tuple[str, str],
+        date: datetime | None,
+    ) -> str:
         self._ensure_repo()
         scratch = Path(tempfile.mkdtemp(prefix="reconciler-commit-"))
         try:
             env = dict(self._git.env, GIT_INDEX_FILE=str(scratch / "index"))
             base_tree = None
             if parent is not None:
-                _check_rev(parent)
                 base_tree = self._resolve(f"{parent}^{{tree}}")
                 if base_tree is None:
                     raise GitError(
@@ -907,13 +1136,23 @@ class Mirror:
         """
         _check_rev(sha)
         _check_branch(branch, self.display_url)
-        self._ensure_repo()
         if expected_old is not None:
             _check_rev(expected_old)
-            if not self.is_ancestor(expected_old, sha):
-                raise ValueError(
-                    f"{sha} is not built on {expected_old}; commit on the head you read"
+
+        def still_there() -> None:
+            if self._resolve(f"{sha}^{{commit}}") is None:
+                raise GitError(
+                    f"git push {self.display_url}: commit {sha} went with the corrupt mirror; "
+                    "the next pass makes it again",
+                    transient=True,
                 )
+
+        self._healing(lambda: self._push(sha, branch, expected_old), still_there)
+
+    def _push(self, sha: str, branch: str, expected_old: str | None) -> None:
+        self._ensure_repo()
+        if expected_old is not None and not self._is_ancestor(expected_old, sha):
+            raise ValueError(f"{sha} is not built on {expected_old}; commit on the head you read")
         ref = f"refs/heads/{branch}"
         proc = self._git.run(
             self._g("push", "--porcelain", "--no-verify", "origin", f"{sha}:{ref}"),
@@ -935,18 +1174,33 @@ class Mirror:
         self._heads[branch] = sha
 
 
-def _parse_batch(raw: bytes, count: int) -> list[bytes]:
-    """Split `cat-file --batch` output: `<sha> <type> <size>\\n<content>\\n` per object."""
-    out, pos = [], 0
+def _parse_batch(raw: bytes, count: int) -> list[bytes | None]:
+    """Split `cat-file --batch` output: `<sha> <type> <size>\\n<content>\\n` per object
+    (None for one reported missing)."""
+    out: list[bytes | None] = []
+    pos = 0
     for _ in range(count):
         end = raw.index(b"\n", pos)
         header = raw[pos:end].split()
         if len(header) != 3:
-            raise GitError(f"cat-file: object {header[0].decode()} is missing from the mirror")
+            out.append(None)
+            pos = end + 1
+            continue
         size = int(header[2])
         out.append(raw[end + 1 : end + 1 + size])
         pos = end + 1 + size + 1
     return out
+
+
+def _bounded(content: bytes | int, where: str) -> bytes | load.Unreadable:
+    """A blob's content, or why it was not read: `_cat_blobs` gives big ones as a size."""
+    if isinstance(content, bytes):
+        return content
+    return load.Unreadable(
+        f"is {content:,} bytes{where}, more than the {load.MAX_FILE_BYTES:,} a config file "
+        "may have",
+        "split it into several files, or ship large content in the image",
+    )
 
 
 def _push_status(stdout: str, ref: str) -> tuple[str, str] | None:

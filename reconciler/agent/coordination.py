@@ -32,7 +32,7 @@ from typing import Protocol
 import httpx
 
 from reconciler.agent.source import PoolPolicy
-from reconciler.errors import ConfigError, ConfigProblem, TransientError
+from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
 log = logging.getLogger(__name__)
 
@@ -170,5 +170,7 @@ class FleetLock(NoCoordination):
             raise FleetLockError(detail)
 
 
-class FleetLockError(TransientError):
+class FleetLockError(ReconcilerError):
     """The lock server refused or failed to release; retried on the next step."""
+
+    transient = True

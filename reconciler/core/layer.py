@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from reconciler.core import canonical
+from reconciler.errors import ReconcilerError
 
 EntryKind = Literal["file", "dir", "symlink", "hardlink"]
 
@@ -54,7 +55,7 @@ _TYPES = {
 }
 
 
-class LayerError(ValueError):
+class LayerError(ReconcilerError, ValueError):
     """Entries that cannot form a layer (duplicate path, a file used as a directory)."""
 
 

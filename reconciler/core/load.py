@@ -25,15 +25,16 @@ from typing import Any, Generic, TypeVar
 
 import pydantic
 
-from reconciler.core import contents, ignition, model
+from reconciler.core import contents, ignition, model, unused
 from reconciler.core.yamlsource import SourceText, YAMLSyntaxError, parse_documents
 from reconciler.errors import ConfigProblem
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 PINS_DIR = "pins"
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-POOL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Used with fullmatch: `$` alone would let a trailing newline through.
+NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+POOL_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 UNIT_SUFFIXES = (
     ".service",
     ".socket",
@@ -59,6 +60,21 @@ _KNOWN_UNSUPPORTED = {
 }
 _OUR_GROUPS = (model.MCO_GROUP, model.OUR_GROUP)
 _KINDS_BY_NAME = {kind: api for (api, kind) in model.KINDS}
+
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""A config file larger than this is refused unread (MCO's whole rendered config may be
+at most 1.5 MiB), so one commit cannot make the reconciler read gigabytes."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A config file that a reader refused to read (a link out of the tree, a device or
+    FIFO, a file above `MAX_FILE_BYTES`): in the files mapping in place of its bytes, so
+    loading reports it like any other problem of that file."""
+
+    problem: str
+    fix: str
 
 
 def is_config_path(path: str) -> bool:
@@ -119,6 +135,40 @@ class BrokenObject:
     """What is wrong with it (also in `Repository.problems`)."""
 
 
+LabelSet = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """The pools a problem can reach: named pools, pools whose `machineConfigSelector`
+    matches one of some MachineConfigs' label sets, or (`everywhere`) every pool, when
+    the problem cannot be tied to one object (a file that does not parse, a document of
+    unknown kind, the repository-wide ReconcilerConfig)."""
+
+    pools: frozenset[str] = frozenset()
+    labels: tuple[LabelSet, ...] = ()
+    everywhere: bool = False
+
+    def __or__(self, other: Reach) -> Reach:
+        return Reach(self.pools | other.pools, (*self.labels, *other.labels),
+                     self.everywhere or other.everywhere)  # fmt: skip
+
+
+EVERYWHERE = Reach(everywhere=True)
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """Problems of one object (or one file) and the pools they block."""
+
+    what: str
+    """The culprit for a blocked pool's message, e.g. `MachineConfig '50-chrony'`, or
+    the file itself when it could not be read."""
+    file: str
+    reach: Reach
+    problems: tuple[ConfigProblem, ...]
+
+
 @dataclass
 class Repository:
     machine_configs: dict[str, LoadedConfig] = field(default_factory=dict)
@@ -127,6 +177,11 @@ class Repository:
     settings: model.ReconcilerConfigSpec = field(default_factory=model.ReconcilerConfigSpec)
     broken: list[BrokenObject] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
+    blockers: list[Blocker] = field(default_factory=list)
+    """Every problem of `problems`, grouped by culprit, with the pools it blocks."""
+    warnings: list[ConfigProblem] = field(default_factory=list)
+    """What is accepted but worth saying (an unused key, LUKS set up at install time only,
+    a config no pool can select); never blocks a pool."""
     _by_labels: dict[tuple[tuple[str, str], ...], list[LoadedConfig]] | None = field(
         default=None, repr=False
     )
@@ -161,8 +216,9 @@ def dotted(path: Sequence[str | int]) -> str:
 class _Collector:
     """Accumulates problems for one file, resolving lines lazily."""
 
-    def __init__(self, problems: list[ConfigProblem]) -> None:
+    def __init__(self, problems: list[ConfigProblem], blockers: list[Blocker]) -> None:
         self.problems = problems
+        self.blockers = blockers
 
     def add(
         self,
@@ -187,44 +243,58 @@ class _Collector:
         )
 
 
-def load_repository(files: Mapping[str, bytes | str]) -> Repository:
+def load_repository(files: Mapping[str, bytes | str | Unreadable]) -> Repository:
     """Load every config file; never raises for bad input (see `Repository.problems`)."""
     repo = Repository()
-    out = _Collector(repo.problems)
+    out = _Collector(repo.problems, repo.blockers)
     settings: list[Loaded[model.ReconcilerConfig]] = []
+    total = 0
     for path in sorted(files):
         if not is_config_path(path):
             continue
         data = files[path]
-        try:
-            text = data.decode("utf-8") if isinstance(data, bytes) else data
-        except UnicodeDecodeError as exc:
-            repo.problems.append(
-                ConfigProblem(
-                    f"file is not UTF-8 ({exc.reason} at byte {exc.start})",
-                    file=path,
-                    fix="save it as UTF-8",
-                )
-            )
+        if isinstance(data, Unreadable):
+            problem: ConfigProblem | None = ConfigProblem(data.problem, file=path, fix=data.fix)
+        else:
+            problem = _unreadable(path, data, total)
+        if problem is not None or isinstance(data, Unreadable):
+            # What the file holds is unknown: it might define or change any pool.
+            _block(repo, path, path, EVERYWHERE, [problem] if problem else [])
             continue
+        total += len(data)
+        text = data if isinstance(data, str) else data.decode("utf-8")
         source = SourceText(path, text)
         try:
             documents = parse_documents(text)
         except YAMLSyntaxError as exc:
-            repo.problems.append(
-                ConfigProblem(
-                    f"YAML error: {exc.problem}",
-                    file=path,
-                    line=exc.line,
-                    fix="fix the YAML syntax (indentation, quoting, ':' after keys)",
-                )
+            problem = ConfigProblem(
+                f"YAML error: {exc.problem}",
+                file=path,
+                line=exc.line,
+                fix="fix the YAML syntax (indentation, quoting, ':' after keys)",
             )
+            _block(repo, path, path, EVERYWHERE, [problem])
             continue
+        in_file = len(repo.problems)
         for index, doc in enumerate(documents):
             if doc is None:
                 continue
+            if len(repo.problems) - in_file >= MAX_PROBLEMS_PER_FILE:
+                # The rest of the file is not read: what it holds might be any pool's.
+                problem = ConfigProblem(
+                    f"more than {MAX_PROBLEMS_PER_FILE} problems; the rest of the file "
+                    f"(from document {index + 1}) was not checked",
+                    file=path,
+                    fix="fix the problems above first",
+                )
+                _block(repo, path, path, EVERYWHERE, [problem])
+                break
             origin = Origin(source, index)
+            before = len(repo.problems)
             _load_document(repo, out, origin, doc, settings)
+            if len(repo.problems) > before:
+                what, reach = _culprit(doc, path, index)
+                _block(repo, what, path, reach, repo.problems[before:], record=False)
     if len(settings) > 1:
         first = settings[0].origin
         for extra in settings[1:]:
@@ -238,9 +308,104 @@ def load_repository(files: Mapping[str, bytes | str]) -> Repository:
             )
     if settings:
         repo.settings = settings[0].obj.spec
+        before = len(repo.problems)
         _check_ca_bundle(out, settings[0])
+        if len(settings) > 1 or len(repo.problems) > before:
+            # Settings (extensions, CA bundle, default base) reach every image.
+            _block(repo, "ReconcilerConfig", settings[-1].origin.file, EVERYWHERE,
+                   repo.problems[before:], record=False)  # fmt: skip
     _check_cross_references(repo, out)
     return repo
+
+
+MAX_PROBLEMS_PER_FILE = 50
+"""Past this many problems in one file, the rest of it is not checked (and so blocks
+every pool): one broken commit cannot make `validate` print a million lines."""
+MAX_REPOSITORY_BYTES = 64 * 1024 * 1024
+"""All config files together: above this the repository is refused as a whole, which
+bounds the work of one pass whatever a commit holds."""
+
+
+def _unreadable(path: str, data: bytes | str, total: int) -> ConfigProblem | None:
+    """Why a file cannot be read as configuration at all (too large, not text), or None."""
+    if len(data) > MAX_FILE_BYTES:
+        return ConfigProblem(
+            f"file is {len(data)} bytes, above the limit of {MAX_FILE_BYTES}",
+            file=path,
+            fix="split it, or move large content into the base image",
+        )
+    if total + len(data) > MAX_REPOSITORY_BYTES:
+        return ConfigProblem(
+            f"the config files exceed {MAX_REPOSITORY_BYTES} bytes in all at this file",
+            file=path,
+            fix="move large content into the base image or a containerFile step",
+        )
+    if isinstance(data, bytes):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return ConfigProblem(
+                f"file is not UTF-8 ({exc.reason} at byte {exc.start})",
+                file=path,
+                fix="save it as UTF-8",
+            )
+    return None
+
+
+def _block(
+    repo: Repository,
+    what: str,
+    file: str,
+    reach: Reach,
+    problems: Sequence[ConfigProblem],
+    *,
+    record: bool = True,
+) -> None:
+    """Record problems (unless already in `repo.problems`) and the pools they block."""
+    if record:
+        repo.problems.extend(problems)
+    repo.blockers.append(Blocker(what, file, reach, tuple(problems)))
+
+
+def _culprit(doc: Any, path: str, index: int) -> tuple[str, Reach]:
+    """Who a document's problems belong to, and the pools they reach, from the raw
+    document alone (it may be invalid in any way)."""
+    where = f"document {index + 1} of {path}"
+    if not isinstance(doc, dict):
+        return where, EVERYWHERE
+    kind, name = doc.get("kind"), _raw_name(doc)
+    if (str(doc.get("apiVersion")), str(kind)) not in model.KINDS or kind == "ReconcilerConfig":
+        return (f"{kind} {name!r}" if isinstance(kind, str) and name else where), EVERYWHERE
+    what = f"{kind} {name!r}" if name else f"{kind} in {where}"
+    if kind == "MachineConfig":
+        labels = _strict_labels(doc)
+        return what, (EVERYWHERE if labels is None else Reach(labels=(labels,)))
+    names = [name]
+    spec = doc.get("spec")
+    ref = spec.get("machineConfigPool") if isinstance(spec, dict) else None
+    if kind == "MachineOSConfig" and ref is not None:
+        names.append(ref.get("name") if isinstance(ref, dict) else ref)
+    # A pool is only known by a valid name: "worker\n" might be meant as any pool.
+    if all(isinstance(n, str) and _valid_pool_name(n) for n in names):
+        return what, Reach(pools=frozenset(n for n in names if n))
+    return what, EVERYWHERE
+
+
+def _valid_pool_name(name: str) -> bool:
+    return bool(POOL_NAME_RE.fullmatch(name)) and len(name) <= 63
+
+
+def _strict_labels(doc: dict[str, Any]) -> LabelSet | None:
+    """A document's labels if they are plainly strings (absent: none), else None."""
+    meta = doc.get("metadata")
+    if meta is None or (isinstance(meta, dict) and meta.get("labels") is None):
+        return ()
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if not isinstance(labels, dict):
+        return None
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        return None
+    return tuple(sorted(labels.items()))
 
 
 def _check_ca_bundle(out: _Collector, loaded: Loaded[model.ReconcilerConfig]) -> None:
@@ -361,14 +526,24 @@ def _add_unique(
     table: dict[str, Any], name: str, item: Loaded[Any] | LoadedConfig, out: _Collector, kind: str
 ) -> None:
     if name in table:
-        first = table[name].origin
+        first = table[name]
         out.add(
             item.origin,
             ("metadata", "name"),
-            f"{name!r} is defined twice (first in {first.file}:{first.line() or 1})",
+            f"{name!r} is defined twice (first in {first.origin.file}:{first.origin.line() or 1})",
             "rename one or delete the duplicate",
             kind=kind,
             name=name,
+        )
+        # Which copy wins would be file order: every pool that takes either is blocked
+        # (the second copy's pools through its document's problems).
+        reach = (
+            Reach(labels=(tuple(sorted(first.labels.items())),))
+            if isinstance(first, LoadedConfig)
+            else Reach(pools=frozenset({name}))
+        )
+        out.blockers.append(
+            Blocker(f"{kind} {name!r}", first.origin.file, reach, (out.problems[-1],))
         )
         return
     table[name] = item
@@ -488,7 +663,7 @@ def _load_machine_config(
 ) -> None:
     name = _raw_name(doc)
     before = len(repo.problems)
-    prepared = _prepare_ignition(out, origin, doc, name)
+    prepared = _prepare_ignition(out, origin, doc, name, repo.warnings)
     mc = None
     if prepared is not None:
         # The Ignition config is validated on its own, so its MCO checks still run (and
@@ -503,14 +678,14 @@ def _load_machine_config(
             full = {**prepared, "spec": {**prepared["spec"], "config": config_raw}}
             config = _validate(out, origin, ignition.Config, full, ("spec", "config"))
             if config is not None:
-                _report_ignition(out, origin, config, name)
+                _report_ignition(out, origin, config, name, repo.warnings)
             if mc is not None and config is not None:
                 mc = mc.model_copy(update={"spec": mc.spec.model_copy(update={"config": config})})
             else:
                 mc = None
     ign: dict[str, Any] = {}
     if mc is not None:
-        if not NAME_RE.match(mc.metadata.name):
+        if not NAME_RE.fullmatch(mc.metadata.name) or len(mc.metadata.name) > 253:
             _bad_name(out, origin, "MachineConfig", mc.metadata.name)
         if mc.spec.config is not None:
             ign = mc.spec.config.model_dump(by_alias=True, exclude_none=True)
@@ -526,13 +701,15 @@ def _load_machine_config(
                     name=name,
                 )
         if not mc.metadata.labels:
-            out.add(
-                origin,
-                ("metadata",),
-                "has no labels, so no pool can select it",
-                "add label machineconfiguration.openshift.io/role: <pool>",
-                kind="MachineConfig",
-                name=name,
+            # MCO never selects it either (a kustomize base, say): not an error.
+            repo.warnings.append(
+                _warning(
+                    origin,
+                    ("metadata",),
+                    "has no labels, so no pool selects it (MCO ignores it too)",
+                    f"add label {model.ROLE_LABEL}: <pool> if a pool should take it",
+                    name,
+                )
             )
     if mc is None or len(repo.problems) > before:
         repo.broken.append(
@@ -551,17 +728,77 @@ def _load_machine_config(
 
 
 def _report_ignition(
-    out: _Collector, origin: Origin, config: ignition.Config, name: str | None
+    out: _Collector,
+    origin: Origin,
+    config: ignition.Config,
+    name: str | None,
+    warnings: list[ConfigProblem],
 ) -> None:
     ign = config.model_dump(by_alias=True, exclude_none=True)
     for path, problem, fix in _check_ignition(ign):
         out.add(origin, ("spec", "config", *path), problem, fix, kind="MachineConfig", name=name)
+    for path, problem, fix in _install_time_only(ign):
+        warnings.append(_warning(origin, ("spec", "config", *path), problem, fix, name))
+
+
+def _warning(
+    origin: Origin, path: Sequence[str | int], problem: str, fix: str | None, name: str | None
+) -> ConfigProblem:
+    return ConfigProblem(
+        problem=problem,
+        file=origin.file,
+        line=origin.line(path),
+        kind="MachineConfig",
+        name=name,
+        field=dotted(path) or None,
+        fix=fix,
+    )
+
+
+def _report_unused(
+    out: _Collector,
+    warnings: list[ConfigProblem],
+    origin: Origin,
+    at: tuple[str, ...],
+    cls: type[pydantic.BaseModel],
+    keys: Sequence[unused.UnusedKey],
+    name: str | None,
+) -> None:
+    """Unused keys as warnings (Ignition's `ValidateUnusedKeys`), except a likely typo
+    of an unset sibling field, which is an error."""
+    ignored_by = "Ignition and MCO ignore it"
+    for key in keys:
+        path = (*at, *key.path)
+        bad = key.path[-1]
+        if key.typo_of is not None:
+            out.add(
+                origin,
+                path,
+                f"unknown field {bad!r}",
+                f"did you mean {key.typo_of!r}? As written {ignored_by} and its value is lost",
+                kind="MachineConfig",
+                name=name,
+            )
+        elif key.read_as is not None:
+            problem = f"{bad!r} is read as {key.read_as!r} (Ignition matches keys in any case)"
+            warnings.append(_warning(origin, path, problem, f"write {key.read_as!r}", name))
+        else:
+            valid = _fields_at(cls, key.path[:-1])
+            fix = f"remove it; fields here: {', '.join(valid)}" if valid else "remove it"
+            warnings.append(_warning(origin, path, f"unused key {bad!r}: {ignored_by}", fix, name))
 
 
 def _prepare_ignition(
-    out: _Collector, origin: Origin, doc: dict[str, Any], name: str | None
+    out: _Collector,
+    origin: Origin,
+    doc: dict[str, Any],
+    name: str | None,
+    warnings: list[ConfigProblem],
 ) -> dict[str, Any] | None:
-    """Check the Ignition version and convert 2.2; the doc to validate, or None."""
+    """Check the Ignition version, convert 2.2 and drop unused keys (reported); the doc
+    to validate, or None."""
+    # Unknown fields of `spec` itself stay errors: `oc apply` refuses them too (strict
+    # field validation, kubectl's default); only the Ignition config is lenient.
     spec = doc.get("spec")
     if not isinstance(spec, dict) or spec.get("config") in (None, {}):
         if isinstance(spec, dict) and "config" in spec:
@@ -617,25 +854,14 @@ def _prepare_ignition(
             name=name,
         )
         return None
+    converted, keys = unused.strip(converted, ignition.Config, fold_case=True)
+    _report_unused(out, warnings, origin, ("spec", "config"), ignition.Config, keys, name)
     return {**doc, "spec": {**spec, "config": converted}}
 
 
 def _check_ignition(ign: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
     """MCO's refusals and Ignition's own validation, as (path, problem, fix)."""
     storage = ign.get("storage", {})
-    for section, label in (
-        ("disks", "disks"),
-        ("filesystems", "filesystems"),
-        ("raid", "raid"),
-        ("luks", "luks"),
-    ):
-        if storage.get(section):
-            yield (
-                ("storage", section),
-                f"ignition {label} section is not supported",
-                f"MCO cannot reconcile {label} on a running machine; set up storage at "
-                "install time (bootc install, Anaconda or Ignition at first boot)",
-            )
     passwd = ign.get("passwd", {})
     if passwd.get("groups"):
         yield (
@@ -679,8 +905,11 @@ def _check_ignition(ign: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
             "ignition kargs section is not supported",
             "use spec.kernelArguments of the MachineConfig instead",
         )
-    refs = ign.get("ignition", {}).get("config")
-    if refs:
+    # Go writes `replace: {verification: {}}` and `merge: []`: without a source that
+    # is no reference (Ignition fetches only a set source).
+    refs = ign.get("ignition", {}).get("config") or {}
+    sources = [r.get("source") for r in [refs.get("replace") or {}, *refs.get("merge", [])]]
+    if any(sources):
         yield (
             ("ignition", "config"),
             "remote config merge/replace is not supported",
@@ -745,6 +974,30 @@ def _check_ignition(ign: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
                     "merge the two entries",
                 )
             seen_dropins.add(dname)
+
+
+def _install_time_only(
+    ign: dict[str, Any],
+) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """Storage an image cannot set up, as warnings: MCO accepts these sections (a
+    Tang-bound LUKS volume is a documented install-time MachineConfig; MCO's
+    `isConfigReconcilable` never looks at luks, and refuses disk, filesystem and RAID
+    changes on a running pool only), and the Ignition that provisions a new machine
+    applies them. The rendered config keeps them; the image carries nothing of them."""
+    storage = ign.get("storage", {})
+    for section, what in (
+        ("luks", "LUKS volumes"),
+        ("disks", "partitions"),
+        ("raid", "RAID arrays"),
+        ("filesystems", "filesystems"),
+    ):
+        if storage.get(section):
+            yield (
+                ("storage", section),
+                f"{what} are set up at install time only (Ignition on a machine's first "
+                "boot); an image cannot create or change them on a running machine",
+                "keep it for new machines; change existing machines by reinstalling them",
+            )
 
 
 def _check_file(
@@ -821,7 +1074,7 @@ def _check_pool(out: _Collector, origin: Origin, pool: model.MachineConfigPool) 
         ok = False
         out.add(origin, path, problem, fix, kind="MachineConfigPool", name=name)
 
-    if not POOL_NAME_RE.match(name) or len(name) > 63:
+    if not _valid_pool_name(name):
         bad(
             ("metadata", "name"),
             f"{name!r} is not a valid pool name",
@@ -895,6 +1148,9 @@ def _check_cross_references(repo: Repository, out: _Collector) -> None:
                 kind="MachineOSConfig",
                 name=pool_name,
             )
+            out.blockers.append(Blocker(f"MachineOSConfig {pool_name!r}", mosc.origin.file,
+                                        Reach(pools=frozenset({pool_name})),
+                                        (out.problems[-1],)))  # fmt: skip
     allowed = repo.extensions
     for name, mc in list(repo.machine_configs.items()):
         before = len(repo.problems)
@@ -916,6 +1172,9 @@ def _check_cross_references(repo: Repository, out: _Collector) -> None:
                 name=name,
             )
         if bad:
+            out.blockers.append(Blocker(f"MachineConfig {name!r}", mc.origin.file,
+                                        Reach(labels=(tuple(sorted(mc.labels.items())),)),
+                                        tuple(repo.problems[before:])))  # fmt: skip
             del repo.machine_configs[name]
             repo.broken.append(
                 BrokenObject(

@@ -13,7 +13,8 @@ Ignition 3.5 `Merge(parent, child)` (coreos/ignition `config/merge/merge.go`):
   an earlier link; units and dropins by `name`; `sshAuthorizedKeys` is an ordered union;
 - `kernelArguments` and `extensions` concatenate in order, duplicates kept
   (OCPBUGS-19708); `kernelType`: the last non-default wins; `fips`: OR;
-  `osImageURL`: the last non-empty (controller-generated configs excepted);
+  `osImageURL` and `baseOSExtensionsContainerImage`: the last non-empty
+  (controller-generated configs excepted);
 - after the merge, every file without `overwrite` gets `overwrite: true`.
 
 Ignition merges pairwise (parent, child) and rebuilds every list each time, which is
@@ -79,6 +80,25 @@ class RenderedConfig:
     def ignition(self) -> Mapping[str, Any]:
         config: Mapping[str, Any] = self.spec["config"]
         return config
+
+    @property
+    def password_hash(self) -> str | None:
+        """core's `passwordHash`: for the node agent, which sets it live (MCD applies it
+        without a reboot); never part of an image."""
+        for user in self.ignition.get("passwd", {}).get("users", ()):
+            if user.get("name") == "core" and user.get("passwordHash") is not None:
+                return str(user["passwordHash"])
+        return None
+
+    def image_spec(self) -> dict[str, Any]:
+        """`spec` without what never goes into an image (core's `passwordHash`): what an
+        image's identity should hash, so rotating the password rebuilds nothing."""
+        spec = dict(self.spec)
+        passwd = spec["config"].get("passwd")
+        if passwd and any("passwordHash" in u for u in passwd.get("users", ())):
+            users = [{k: v for k, v in u.items() if k != "passwordHash"} for u in passwd["users"]]
+            spec["config"] = {**spec["config"], "passwd": {**passwd, "users": users}}
+        return spec
 
     def to_machine_config(self) -> dict[str, Any]:
         """The rendered MachineConfig object, as `reconciler render` prints it."""
@@ -205,32 +225,19 @@ def merge_ignition(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     merged.setdefault("ignition", {})["version"] = ignition.INTERNAL_VERSION
     for node in merged.get("storage", {}).get("files", ()):
         node.setdefault("overwrite", True)  # MCD always overwrites; Ignition 3 does not
+        # The "" that made a later plain file clear an earlier gzip (load.py) is unset
+        # again after the merge, as MCO does (`ignitionMergeUnsetFilesDefaultCompression`).
+        resource = node.get("contents")
+        if resource and resource.get("compression") == "":
+            del resource["compression"]
     return merged
 
 
 def select_configs(repo: load.Repository, pool_name: str) -> list[load.LoadedConfig]:
-    """The pool's configs in merge order, or `ConfigError` if it cannot be rendered."""
+    """The pool's valid configs in merge order, or `ConfigError` if none is selected.
+    (Whether an invalid config blocks the pool is `verdict`'s judgement, made first.)"""
     pool = repo.pools[pool_name]
     selector = pool.obj.spec.machine_config_selector
-    broken = [
-        b for b in repo.broken if b.kind == "MachineConfig" and select.matches(selector, b.labels)
-    ]
-    if broken:
-        # The pool's own problem, then each broken config's, so a pool's status says
-        # everything that blocks it.
-        problems: list[ConfigProblem] = []
-        for b in broken:
-            problems.append(
-                ConfigProblem(
-                    f"selects MachineConfig {b.name!r} ({b.file}), which is invalid",
-                    file=pool.origin.file,
-                    kind="MachineConfigPool",
-                    name=pool_name,
-                    fix=f"fix {b.file} first",
-                )
-            )
-            problems.extend(b.problems)
-        raise ConfigError(problems)
     chosen = [
         (mc.name, mc.labels, mc)
         for labels, group in repo.configs_by_labels().items()
@@ -279,7 +286,9 @@ def render_pool(repo: load.Repository, pool_name: str) -> RenderedConfig:
         fips = fips or spec.fips
         kargs.extend(spec.kernel_arguments)
         extensions.extend(spec.extensions)
-        if spec.base_os_extensions_container_image:
+        generated = GENERATED_BY_ANNOTATION in mc.obj.metadata.annotations
+        if spec.base_os_extensions_container_image and not generated:
+            # Like osImageURL: MCO takes it only from configs not made by its controllers.
             extensions_image = spec.base_os_extensions_container_image
     spec_out: dict[str, Any] = {
         "config": merge_ignition([mc.ignition for mc in configs if mc.ignition]),
@@ -320,15 +329,3 @@ def render_pool(repo: load.Repository, pool_name: str) -> RenderedConfig:
         spec=spec_out,
         sources=tuple(mc.name for mc in configs),
     )
-
-
-def render_all(repo: load.Repository) -> tuple[dict[str, RenderedConfig], dict[str, ConfigError]]:
-    """Render every pool; a pool that fails does not stop the others."""
-    rendered: dict[str, RenderedConfig] = {}
-    failed: dict[str, ConfigError] = {}
-    for name in sorted(repo.pools):
-        try:
-            rendered[name] = render_pool(repo, name)
-        except ConfigError as exc:
-            failed[name] = exc
-    return rendered, failed

@@ -40,7 +40,7 @@ from typing import Any
 
 from reconciler.core import canonical
 from reconciler.core.layer import Layer
-from reconciler.errors import ConfigError, ConfigProblem
+from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
 BUILDER_FORMAT_VERSION = "2"
 
@@ -57,7 +57,7 @@ EPOCH = "1970-01-01T00:00:00Z"
 BASE_DIGEST_ANNOTATION = "org.opencontainers.image.base.digest"
 
 
-class ManifestError(ValueError):
+class ManifestError(ReconcilerError, ValueError):
     """A base manifest or config we cannot build on (not an image manifest, malformed)."""
 
 

@@ -3,6 +3,10 @@
 Stage: the first step of loading. Input: one file's text. Output: its documents as
 plain Python values, and on demand the line of any field path (composed only when an
 error needs it, so the hot path pays for nothing but PyYAML's C parser).
+
+Bounded: aliases may add at most `MAX_ALIAS_VALUES` values to what a file spells out
+("billion laughs"), recursive aliases and nesting deeper than Python's stack are refused,
+each as a `YAMLSyntaxError` (a problem of that file).
 """
 
 from __future__ import annotations
@@ -13,11 +17,23 @@ from typing import Any
 
 import yaml
 
+from reconciler.errors import ReconcilerError
+
 _BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAG = "tag:yaml.org,2002:str"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+MAX_ALIAS_VALUES = 1_000_000
+"""How many values the aliases of one file may stand for, counted as copies.
+
+Aliases share one object, so building them is cheap, but every consumer (validation,
+merge, rendering) walks them as copies: ten lines of nested aliases spell 10^9 kernel
+arguments. Anchors used the way people use them (a shared block of labels or files)
+stay far below 10^6 (a file of `MAX_FILE_BYTES` spells at most about 2·10^6 values
+itself), and 10^6 values still validate and render in seconds. Without aliases only an
+explicitly tagged node of 10^6 values (a `!!set`) could reach it."""
 
 
 class DuplicateKeyError(yaml.YAMLError):
@@ -39,11 +55,15 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
       identical: non-string scalars still go through SafeConstructor's own functions.
       Duplicate mapping keys are refused, as the Kubernetes API's strict decoding does,
       instead of silently keeping the last one. Merge keys (`<<`) fall back to PyYAML.
+    - Each alias counts the values a copy of its node would hold (`_count`, per file),
+      and the file is refused once they pass `MAX_ALIAS_VALUES`.
     """
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._tags: dict[str, str] = {}
+        self._sizes: dict[int, int] = {}
+        self._count = 0
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
         if kind is yaml.ScalarNode and implicit[0]:
@@ -55,6 +75,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
             return tag
         return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
 
+    def build_document(self, node: yaml.Node) -> Any:
+        # Sizes are keyed by node id, and a finished document's nodes may be freed and
+        # their ids reused: start each document afresh (the count goes on per file).
+        self._sizes = {}
+        return self.build(node, {})
+
     def build(self, node: yaml.Node, memo: dict[int, Any]) -> Any:
         if isinstance(node, yaml.ScalarNode):
             if node.tag == _STR_TAG:
@@ -62,12 +88,11 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
             return self.yaml_constructors[node.tag](self, node)
         key = id(node)
         if key in memo:  # an alias: the same object, as PyYAML gives
+            self._count_alias(node)
             return memo[key]
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
             if any(k.tag == _MERGE_TAG for k, _ in node.value):
-                value: Any = self.construct_document(node)
-                memo[key] = value
-                return value
+                return self._fallback(node, memo)
             mapping: dict[Any, Any] = {}
             memo[key] = mapping
             lines: dict[Any, int] = {}
@@ -85,12 +110,70 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
             memo[key] = items
             items.extend(self.build(child, memo) for child in node.value)
             return items
-        value = self.construct_document(node)  # explicit tags (!!set, !!binary, ...)
-        memo[key] = value
+        return self._fallback(node, memo)  # explicit tags (!!set, !!binary, ...)
+
+    def _fallback(self, node: yaml.Node, memo: dict[int, Any]) -> Any:
+        """PyYAML's own constructor for `node`, once what it expands to is counted.
+
+        PyYAML shares aliased objects too, and since 6.0.2 merges each aliased mapping
+        once, but the aliases beneath `node` are not seen by `build`: count them all.
+        """
+        self._count_values(self._expanded_size(node, set()), node)
+        value = memo[id(node)] = self.construct_document(node)
         return value
 
+    def _count_alias(self, node: yaml.Node) -> None:
+        """Count a second use of `node` as the values a copy of it would hold."""
+        self._count_values(self._expanded_size(node, set()), node)
 
-class YAMLSyntaxError(Exception):
+    def _count_values(self, size: int, node: yaml.Node) -> None:
+        self._count += size
+        if self._count > MAX_ALIAS_VALUES:
+            raise _BoundError(
+                f"YAML aliases expand to more than {MAX_ALIAS_VALUES:,} values",
+                node.start_mark.line + 1,
+            )
+
+    def _expanded_size(self, node: yaml.Node, building: set[int]) -> int:
+        """Values beneath `node`, aliases counted as copies; memoised, so linear in nodes.
+
+        Only asked for at an alias (and a fallback), so the hot path pays nothing.
+        """
+        if isinstance(node, yaml.ScalarNode):
+            return 0
+        key = id(node)
+        size = self._sizes.get(key)
+        if size is not None:
+            return size
+        if key in building:
+            raise _BoundError(
+                "a YAML alias refers to a node that contains it (a recursive structure, "
+                "which JSON and the Kubernetes API cannot represent)",
+                node.start_mark.line + 1,
+            )
+        building.add(key)
+        children = (
+            [n for pair in node.value for n in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        size = len(children)
+        for child in children:
+            size += self._expanded_size(child, building)
+            if size > MAX_ALIAS_VALUES:
+                break  # enough to refuse; the rest need not be walked
+        building.discard(key)
+        self._sizes[key] = size
+        return size
+
+
+class _BoundError(yaml.YAMLError):
+    def __init__(self, problem: str, line: int) -> None:
+        super().__init__(problem)
+        self.line = line
+
+
+class YAMLSyntaxError(ReconcilerError):
     def __init__(self, problem: str, line: int | None) -> None:
         super().__init__(problem)
         self.problem = problem
@@ -103,10 +186,14 @@ def parse_documents(text: str) -> list[Any]:
     try:
         docs = []
         while loader.check_node():
-            docs.append(loader.build(loader.get_node(), {}))
+            docs.append(loader.build_document(loader.get_node()))
         return docs
-    except DuplicateKeyError as exc:
+    except (DuplicateKeyError, _BoundError) as exc:
         raise YAMLSyntaxError(str(exc), exc.line) from exc
+    except RecursionError as exc:
+        # libyaml allows 1,000 levels; the walk above uses Python's stack, which ends
+        # sooner. Far beyond any real config either way.
+        raise YAMLSyntaxError("YAML is nested too deeply (hundreds of levels)", None) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.core import load, merge
+from reconciler.core import load, verdict
 from reconciler.errors import ConfigProblem
 
 POOL = """\
@@ -92,7 +92,7 @@ CASES = [
          "machineconfigs/a.yaml", "spec.kernelArgs", "unknown field 'kernelArgs'",
          fix="did you mean 'kernelArguments'?", line=8),
     Case("unknown-ignition-field",
-         {"machineconfigs/a.yaml": mc("a", ign("storage:\n  files:\n    - path: /etc/x\n      contens: {}"))},
+         {"machineconfigs/a.yaml": mc("a", ign("storage:\n  files:\n    - path: /etc/x\n      contens: {source: 'data:,x'}"))},
          "machineconfigs/a.yaml", "spec.config.storage.files[0].contens", "unknown field 'contens'",
          fix="did you mean 'contents'?", line=13),
     Case("path-not-absolute", {"machineconfigs/a.yaml": mc("a", ign(file_entry("etc/chrony.conf")))},
@@ -120,13 +120,6 @@ CASES = [
          "machineconfigs/a.yaml", "spec.config.ignition.version", "Supported spec versions"),
     Case("missing-ignition-version", {"machineconfigs/a.yaml": mc("a", "config:\n  storage: {}")},
          "machineconfigs/a.yaml", "spec.config.ignition.version", "version is missing"),
-    Case("disks", {"machineconfigs/a.yaml": mc("a", ign("storage:\n  disks: [{device: /dev/sdb}]"))},
-         "machineconfigs/a.yaml", "spec.config.storage.disks", "disks section is not supported"),
-    Case("filesystems",
-         {"machineconfigs/a.yaml": mc("a", ign("storage:\n  filesystems: [{device: /dev/sdb1, format: xfs}]"))},
-         "machineconfigs/a.yaml", "spec.config.storage.filesystems", "filesystems section"),
-    Case("raid", {"machineconfigs/a.yaml": mc("a", ign("storage:\n  raid: [{name: md0, level: raid1}]"))},
-         "machineconfigs/a.yaml", "spec.config.storage.raid", "raid section"),
     Case("non-core-user",
          {"machineconfigs/a.yaml": mc("a", ign("passwd:\n  users: [{name: alice, sshAuthorizedKeys: [k]}]"))},
          "machineconfigs/a.yaml", "spec.config.passwd.users[0].name", "non-core user 'alice'"),
@@ -186,9 +179,6 @@ CASES = [
     Case("max-unavailable",
          {"machineconfigpools/infra.yaml": POOL.replace("name: worker", "name: infra") + "  maxUnavailable: lots\n"},
          "machineconfigpools/infra.yaml", "spec.maxUnavailable", "neither a count nor a percentage"),
-    Case("no-labels",
-         {"machineconfigs/a.yaml": "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata: {name: a}\nspec: {fips: true}\n"},
-         "machineconfigs/a.yaml", "metadata", "has no labels"),
     Case("mode-as-string", {"machineconfigs/a.yaml": mc("a", ign(file_entry("/etc/x", 'mode: "420"')))},
          "machineconfigs/a.yaml", "spec.config.storage.files[0].mode", "'420' is a str, not a int"),
     Case("kargs-not-list", {"machineconfigs/a.yaml": mc("a", "kernelArguments: nosmt")},
@@ -220,9 +210,46 @@ CASES = [
 ]  # fmt: skip
 
 
+# Accepted, as MCO accepts them, with a warning (issue 11; these were refused before).
+WARNING_CASES = [
+    Case("disks", {"machineconfigs/a.yaml": mc("a", ign("storage:\n  disks: [{device: /dev/sdb}]"))},
+         "machineconfigs/a.yaml", "spec.config.storage.disks", "install time only"),
+    Case("filesystems",
+         {"machineconfigs/a.yaml": mc("a", ign("storage:\n  filesystems: [{device: /dev/sdb1, format: xfs}]"))},
+         "machineconfigs/a.yaml", "spec.config.storage.filesystems", "install time only"),
+    Case("raid", {"machineconfigs/a.yaml": mc("a", ign("storage:\n  raid: [{name: md0, level: raid1}]"))},
+         "machineconfigs/a.yaml", "spec.config.storage.raid", "install time only"),
+    Case("luks", {"machineconfigs/a.yaml": mc("a", ign("storage:\n  luks: [{name: root, device: /dev/sda4, clevis: {tpm2: true}}]"))},
+         "machineconfigs/a.yaml", "spec.config.storage.luks", "an image cannot create or change them"),
+    Case("no-labels",
+         {"machineconfigs/a.yaml": "apiVersion: machineconfiguration.openshift.io/v1\nkind: MachineConfig\nmetadata: {name: a}\nspec: {fips: true}\n"},
+         "machineconfigs/a.yaml", "metadata", "no pool selects it"),
+    Case("leftover-filesystem-key", {"machineconfigs/a.yaml": mc("a", ign(file_entry("/etc/x", "filesystem: root")))},
+         "machineconfigs/a.yaml", "spec.config.storage.files[0].filesystem", "unused key 'filesystem'"),
+    Case("empty-networkd", {"machineconfigs/a.yaml": mc("a", ign("networkd: {}"))},
+         "machineconfigs/a.yaml", "spec.config.networkd", "unused key 'networkd'"),
+    Case("contents-typo-without-value",
+         {"machineconfigs/a.yaml": mc("a", ign("storage:\n  files:\n    - path: /etc/x\n      contens: {}"))},
+         "machineconfigs/a.yaml", "spec.config.storage.files[0].contens", "unused key 'contens'"),
+    Case("key-in-other-case", {"machineconfigs/a.yaml": mc("a", ign(file_entry("/etc/x", "Mode: 384")))},
+         "machineconfigs/a.yaml", "spec.config.storage.files[0].Mode", "read as 'mode'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", WARNING_CASES, ids=[c.id for c in WARNING_CASES])
+def test_accepted_with_a_warning(case: Case) -> None:
+    repo = load.load_repository(repo_with(case))
+    assert problems_of(repo_with(case)) == []
+    warnings = [w for w in repo.warnings if case.says in w.problem]
+    assert warnings, f"no warning mentioning {case.says!r} in: {repo.warnings}"
+    assert warnings[0].file == case.file
+    assert warnings[0].field == case.field
+    assert warnings[0].fix
+
+
 def problems_of(files: dict[str, str | bytes]) -> list[ConfigProblem]:
     repo = load.load_repository(files)
-    _, failed = merge.render_all(repo)
+    _, failed = verdict.render_all(repo)
     return repo.problems + [p for err in failed.values() for p in err.problems]
 
 
@@ -261,7 +288,7 @@ def test_the_valid_base_repository_has_no_problems() -> None:
 def test_other_pools_render_when_one_is_broken() -> None:
     files = repo_with(CASES[[c.id for c in CASES].index("selector-matches-nothing")])
     repo = load.load_repository(files)
-    rendered, failed = merge.render_all(repo)
+    rendered, failed = verdict.render_all(repo)
     assert set(rendered) == {"worker"}
     assert set(failed) == {"infra"}
 
@@ -269,7 +296,7 @@ def test_other_pools_render_when_one_is_broken() -> None:
 def test_a_pool_selecting_a_broken_config_is_blocked_and_says_which() -> None:
     files = repo_with(CASES[[c.id for c in CASES].index("kernel-type")])
     repo = load.load_repository(files)
-    rendered, failed = merge.render_all(repo)
+    rendered, failed = verdict.render_all(repo)
     assert rendered == {}
     pool_problem, *config_problems = failed["worker"].problems
     assert pool_problem.file == "machineconfigpools/worker.yaml"
@@ -282,11 +309,15 @@ def test_a_pool_selecting_a_broken_config_is_blocked_and_says_which() -> None:
 
 
 def test_validate_lists_every_problem_in_one_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # All the single-file cases whose files do not collide, in one repository.
+    # All the single-file cases whose files do not collide, in one repository. Left out
+    # too: a pool's own render problem ("selects nothing"), which is looked for only when
+    # nothing else blocks the pool (here other files block every pool).
     combined: dict[str, str | bytes] = {}
     chosen = []
+    skip = {"duplicate-name", "second-reconciler-config", "kernel-devel-realtime",
+            "selector-matches-nothing"}  # fmt: skip
     for index, case in enumerate(CASES):
-        if case.id in {"duplicate-name", "second-reconciler-config", "kernel-devel-realtime"}:
+        if case.id in skip:
             continue
         for path, data in case.files.items():
             directory, _, name = path.rpartition("/")

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler.core import load, merge
+from reconciler.core import load, verdict
 from reconciler.core.yamlsource import parse_documents
 
 ROLE = "machineconfiguration.openshift.io/role"
@@ -103,7 +103,7 @@ def layout(docs: list[dict[str, Any]], rng: random.Random) -> dict[str, str]:
 def rendered_names(files: dict[str, str]) -> dict[str, str]:
     repo = load.load_repository(files)
     assert repo.problems == []
-    rendered, failed = merge.render_all(repo)
+    rendered, failed = verdict.render_all(repo)
     assert not failed or all("no MachineConfigs found" in str(e) for e in failed.values())
     return {pool: r.name for pool, r in rendered.items()}
 
@@ -160,7 +160,7 @@ def expected_files(configs: list[dict[str, Any]], pool: str) -> dict[str, dict[s
 @given(configs=machine_configs())
 def test_merge_precedence_last_in_mco_order_wins_per_field(configs: list[dict[str, Any]]) -> None:
     repo = load.load_repository(layout(pool_docs() + configs, random.Random(1)))
-    rendered, _ = merge.render_all(repo)
+    rendered, _ = verdict.render_all(repo)
     for pool, result in rendered.items():
         files = {
             f["path"]: {

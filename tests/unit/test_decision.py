@@ -1,0 +1,68 @@
+"""The per-pool decision (`core.decision.decide`), as a table: every combination of what
+the plan says, the current pin, a hold and an earlier failed build, and what a pass does
+with the pool. The loop and `plan`'s prediction both call this one function."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.core import decision, model, pins
+
+INPUTS = "sha256:" + "1" * 64
+OTHER = "sha256:" + "2" * 64
+REPO = "registry.example.com/fleet/worker"
+TARGET = decision.Target(INPUTS, REPO, "amd64")
+
+
+def pin(inputs: str = INPUTS, repo: str = REPO, arch: str = "amd64") -> pins.Pin:
+    digest = "sha256:" + "3" * 64
+    return pins.Pin(
+        metadata=model.ObjectMeta(name="worker"),
+        spec=pins.PinSpec(
+            pool="worker",
+            image=f"{repo}@{digest}",
+            digest=digest,
+            architecture=arch,
+            rendered_config="rendered-worker-0",
+            inputs_digest=inputs,
+            base_image="quay.io/fedora/fedora-bootc:42",
+            source_commit="a" * 40,
+            build=pins.BuildFacts(builder="native", base_image_digest="sha256:" + "4" * 64),
+        ),
+    )
+
+
+HOLD = "pin set by Admin in abc (revert); held until the pool's inputs change"
+# (id, decide(...) keywords, expected action, expected reuse_only)
+TABLE = [
+    ("config problem, pinned", {"target": None, "problem": "bad", "pin": pin()}, "stalled", False),
+    ("config problem, never pinned", {"target": None, "problem": "bad"}, "stalled", False),
+    ("transient problem", {"target": None, "problem": "503", "transient": True}, "failed", False),
+    ("problem beats a hold", {"target": None, "problem": "bad", "pin": pin(), "hold": HOLD}, "stalled", False),
+    ("unmanaged", {"target": None}, "unmanaged", False),
+    ("unmanaged with a stale pin", {"target": None, "pin": pin()}, "unmanaged", False),
+    ("held", {"target": TARGET, "pin": pin(OTHER), "hold": HOLD}, "held", False),
+    ("held even when it matches", {"target": TARGET, "pin": pin(), "hold": HOLD}, "held", False),
+    ("a hold without a pin builds", {"target": TARGET, "hold": HOLD}, "build", False),
+    ("unchanged", {"target": TARGET, "pin": pin()}, "unchanged", False),
+    ("inputs changed", {"target": TARGET, "pin": pin(OTHER)}, "build", False),
+    ("push repository changed", {"target": TARGET, "pin": pin(repo=REPO + "-2")}, "build", False),
+    ("repository prefix is not the repository", {"target": decision.Target(INPUTS, REPO[:-1], "amd64"), "pin": pin()}, "build", False),
+    ("architecture changed", {"target": TARGET, "pin": pin(arch="arm64")}, "build", False),
+    ("never pinned", {"target": TARGET}, "build", False),
+    ("failed before for these inputs", {"target": TARGET, "failed_inputs": INPUTS}, "build", True),
+    ("failed before for other inputs", {"target": TARGET, "failed_inputs": OTHER}, "build", False),
+    ("failed before, but the pin matches", {"target": TARGET, "pin": pin(), "failed_inputs": INPUTS}, "unchanged", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kw", "action", "reuse_only"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
+)
+def test_decision_table(kw: dict, action: str, reuse_only: bool) -> None:  # type: ignore[type-arg]
+    got = decision.decide(**kw)
+    assert (got.action, got.reuse_only) == (action, reuse_only)
+    if action in ("stalled", "failed"):
+        assert got.reason == kw["problem"]  # the pool's status says why
+    if action == "held":
+        assert got.reason == HOLD
