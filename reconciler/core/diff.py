@@ -505,8 +505,20 @@ def _other_ignition(config: Mapping[str, Any]) -> dict[str, Any]:
                 ("passwd", "users"),
             ):
                 continue
+            if (section, key) == ("storage", "luks") and isinstance(value, list):
+                out.setdefault(section, {})[key] = [_redact_luks(v) for v in value]
+                continue
             out.setdefault(section, {})[key] = value
     return out
+
+
+def _redact_luks(volume: Any) -> Any:
+    """A LUKS volume with its key file shown by digest only: the key never goes into a
+    PR comment."""
+    if not isinstance(volume, Mapping) or not volume.get("keyFile"):
+        return volume
+    digest = hashlib.sha256(canonical.canonical_json(volume["keyFile"])).hexdigest()[:12]
+    return {**volume, "keyFile": f"<set, sha256 {digest}>"}
 
 
 def _unified(old: str, new: str, a: str, b: str, context: int) -> list[str]:

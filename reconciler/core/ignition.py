@@ -9,8 +9,9 @@ The models validate; the merge works on the validated dicts. That keeps Ignition
 the child dict replaces the parent's) and avoids dumping models on the hot path.
 Shapes follow coreos/ignition `config/v3_5/types/schema.go`; fields Ignition added in
 3.1–3.5 are accepted whatever `ignition.version` says, as MCO parses every 3.x config
-into 3.5 (`IgnParseWrapper`). Unknown keys are refused (Ignition only warns), so a
-typo such as `contens` is caught at review time instead of silently dropped.
+into 3.5 (`IgnParseWrapper`). The models refuse unknown keys; loading removes them
+first (`unused.py`: warnings, as Ignition gives, except a likely typo such as
+`contens`, an error), so the models only ever see keys of the spec.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from reconciler.errors import ReconcilerError
 
 INTERNAL_VERSION = "3.5.0"
 SUPPORTED_3X = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0")
@@ -102,13 +105,13 @@ class Storage(_Ign):
     directories: list[Directory] | None = None
     links: list[Link] | None = None
     disks: list[dict[str, Any]] | None = None
-    """Refused: MCO cannot reconcile disk changes."""
+    """Install time only (a warning): kept in the rendered config, nothing in the image."""
     filesystems: list[dict[str, Any]] | None = None
-    """Refused: MCO cannot reconcile filesystem changes."""
+    """Install time only (a warning): kept in the rendered config, nothing in the image."""
     raid: list[dict[str, Any]] | None = None
-    """Refused: MCO cannot reconcile RAID changes."""
+    """Install time only (a warning): kept in the rendered config, nothing in the image."""
     luks: list[dict[str, Any]] | None = None
-    """Refused: MCO cannot reconcile LUKS changes."""
+    """Install time only (a warning): kept in the rendered config, nothing in the image."""
 
 
 class Dropin(_Ign):
@@ -135,6 +138,8 @@ class PasswdUser(_Ign):
     ssh_authorized_keys: list[str] | None = None
     """Public keys for the user; merged as an ordered union."""
     password_hash: str | None = None
+    """core's password (a crypt hash): rendered and applied by the node agent, never
+    written into an image."""
     gecos: str | None = None
     groups: list[str] | None = None
     home_dir: str | None = None
@@ -207,7 +212,7 @@ class Config(_Ign):
 # filesystem mapped to `/`; MCO `controller/common/ignition_converter.go`).
 
 
-class ConversionError(Exception):
+class ConversionError(ReconcilerError):
     """A 2.2 config that cannot be converted; `field` is the dotted path of the culprit."""
 
     def __init__(self, field: str, problem: str, fix: str) -> None:
@@ -221,9 +226,75 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def dedupe_2_2(cfg: dict[str, Any]) -> dict[str, Any]:
+    """MCO's `removeIgnDuplicateFilesUnitsUsers` (helpers.go), run before converting a
+    2.2 config, since spec 3 refuses duplicates. Files and units are walked from last to
+    first and the first seen of each path or name is kept, so the last one wins and the
+    result is in reverse order (as MCO's). A dropped unit gives its dropins to the
+    kept one where the name is new. Users (core only) become one: the last entry, with
+    every entry's SSH keys (last entry first), duplicates removed."""
+    storage = dict(cfg.get("storage") or {})
+    seen_paths: set[Any] = set()
+    files = []
+    for entry in reversed(storage.get("files") or []):
+        if isinstance(entry, dict) and entry.get("path") in seen_paths:
+            continue
+        seen_paths.add(entry.get("path") if isinstance(entry, dict) else None)
+        files.append(entry)
+    kept: dict[Any, dict[str, Any]] = {}
+    units: list[Any] = []
+    for unit in reversed((cfg.get("systemd") or {}).get("units") or []):
+        if not isinstance(unit, dict):
+            units.append(unit)
+            continue
+        first = kept.get(unit.get("name"))
+        if first is None:
+            kept[unit.get("name")] = first = dict(unit)
+            units.append(first)
+            continue
+        names = {d.get("name") for d in first.get("dropins") or [] if isinstance(d, dict)}
+        extra = [d for d in unit.get("dropins") or [] if d.get("name") not in names]
+        if extra:
+            first["dropins"] = [*(first.get("dropins") or []), *extra]
+    out = dict(cfg)
+    if files:
+        out["storage"] = {**storage, "files": files}
+    if units:
+        out["systemd"] = {**(cfg.get("systemd") or {}), "units": units}
+    users = (cfg.get("passwd") or {}).get("users") or []
+    if users:
+        for i, user in enumerate(users):
+            if not isinstance(user, dict):
+                raise ConversionError(f"passwd.users[{i}]", "a user is not an object", "fix it")
+            if user.get("name") != "core":
+                raise ConversionError(
+                    f"passwd.users[{i}].name",
+                    f"unexpected user {user.get('name')!r}: only core is supported",
+                    "manage only core's sshAuthorizedKeys and passwordHash; create other "
+                    "users with sysusers.d",
+                )
+        keys = [k for user in reversed(users) for k in user.get("sshAuthorizedKeys") or []]
+        last = {**users[-1], "sshAuthorizedKeys": list(dict.fromkeys(keys))}
+        if not last["sshAuthorizedKeys"] and "sshAuthorizedKeys" not in users[-1]:
+            del last["sshAuthorizedKeys"]
+        out["passwd"] = {**cfg["passwd"], "users": [last]}
+    return out
+
+
 def convert_2_2(cfg: dict[str, Any]) -> dict[str, Any]:
     """Convert an Ignition 2.2 config dict into a 3.5-shaped dict, or raise."""
     out: dict[str, Any] = {}
+    for i, user in enumerate((cfg.get("passwd") or {}).get("users") or []):
+        if isinstance(user, dict) and "create" in user:
+            raise ConversionError(
+                f"passwd.users[{i}].create",
+                "the 2.x 'create' block is not converted",
+                "only core's sshAuthorizedKeys and passwordHash are supported; drop 'create'",
+            )
+    cfg = dedupe_2_2(cfg)
+    # Keys of no 2.2 section are kept for the unused-key report (Ignition warns).
+    known = ("ignition", "storage", "systemd", "passwd", "networkd")
+    out.update({k: v for k, v in cfg.items() if k not in known})
     ign = dict(cfg.get("ignition") or {})
     ign["version"] = INTERNAL_VERSION
     refs = ign.pop("config", None)
@@ -233,7 +304,7 @@ def convert_2_2(cfg: dict[str, Any]) -> dict[str, Any]:
             del refs["append"]
         ign["config"] = refs
     out["ignition"] = ign
-    if cfg.get("networkd", {}).get("units"):
+    if (cfg.get("networkd") or {}).get("units"):
         raise ConversionError(
             "networkd.units",
             "networkd units from Ignition 2.x are not converted",
@@ -241,9 +312,9 @@ def convert_2_2(cfg: dict[str, Any]) -> dict[str, Any]:
         )
     storage = cfg.get("storage") or {}
     new_storage: dict[str, Any] = {}
-    for key in ("disks", "raid", "filesystems"):
-        if storage.get(key):
-            new_storage[key] = storage[key]  # refused later with MCO's reason
+    for key in storage:
+        if key not in ("files", "directories", "links") and storage[key]:
+            new_storage[key] = storage[key]  # install-time sections, or unused keys
     for kind in ("files", "directories", "links"):
         entries = []
         for i, raw_entry in enumerate(storage.get(kind) or []):
@@ -272,17 +343,9 @@ def convert_2_2(cfg: dict[str, Any]) -> dict[str, Any]:
             unit.setdefault("enabled", enable)
         units.append(unit)
     if units:
-        out["systemd"] = {"units": units}
+        out["systemd"] = {**(cfg.get("systemd") or {}), "units": units}
     passwd = cfg.get("passwd") or {}
     if passwd:
-        users = []
-        for i, user in enumerate(passwd.get("users") or []):
-            if "create" in user:
-                raise ConversionError(
-                    f"passwd.users[{i}].create",
-                    "the 2.x 'create' block is not converted",
-                    "only core's sshAuthorizedKeys and passwordHash are supported; drop 'create'",
-                )
-            users.append(dict(user))
+        users = [dict(user) for user in passwd.get("users") or []]
         out["passwd"] = _drop_none({"users": users or None, "groups": passwd.get("groups")})
     return out

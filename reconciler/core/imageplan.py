@@ -67,8 +67,9 @@ Decisions, with their reasons:
   CentOS bootc) and leaves an existing `core` alone (RHCOS), and it runs before
   systemd-tmpfiles, so the key file's owner resolves (bootc
   `docs/src/building/users-and-groups.md` recommends sysusers.d over useradd in a
-  build). `passwordHash` is refused: a RUN step would put the hash into the image
-  history, readable by anyone who can pull.
+  build). `passwordHash` never reaches the image (a layer file or a RUN step would be
+  readable by anyone who can pull it): it stays in the rendered config, which the node
+  agent reads, and is applied live as MCD does, without a reboot.
 - **Units** go to `/etc/systemd/system/` (where MCD writes them, so a unit overrides
   a shipped one of the same name), dropins to `<unit>.d/`. `enabled: true` creates the
   links `systemctl enable` would: `<target>.wants/`, `.requires/`, `.upholds/` from
@@ -562,13 +563,8 @@ class _Planner:
             origin = f"spec.config.passwd.users[name={user.get('name')}]"
             if user.get("name") != "core":
                 continue  # load refuses other users, as MCO does
-            if user.get("passwordHash") is not None:
-                self.problem(
-                    f"{origin}.passwordHash",
-                    "passwordHash cannot be applied by an image: it would be stored in the "
-                    "image's history, readable by anyone who can pull it",
-                    "log in with sshAuthorizedKeys, or set the password at install time",
-                )
+            # passwordHash is left out on purpose: in a layer or a RUN step it would be
+            # readable by anyone who can pull the image; the node agent sets it live.
             keys = user.get("sshAuthorizedKeys") or []
             if not keys:
                 continue

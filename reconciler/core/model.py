@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.core import ignition
@@ -85,6 +85,16 @@ class LabelSelector(StrictModel):
 
 
 class MachineConfigSpec(StrictModel):
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data: Any) -> Any:
+        """Go writes nil slices as `null` (`kernelArguments: null`, `extensions: null`
+        from operators and `oc get -o yaml`); the CRD allows it and a nil slice adds
+        nothing, so a null field reads as unset."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
     config: ignition.Config | None = None
     """An Ignition config (spec 3.0–3.5, or 2.2, converted as MCO does)."""
     kernel_arguments: list[str] = Field(default_factory=list)

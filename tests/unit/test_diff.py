@@ -275,3 +275,17 @@ def test_secret_looking_files_are_shown_by_digest_only(
     # the change is still visible: another secret gives another digest
     (e,) = changed(worker, add_file(path, data + b"2", mode=mode))
     assert e.item.text != d.item.text
+
+
+def test_a_luks_key_file_is_shown_by_digest_only(worker: dict[str, Any]) -> None:
+    key = "data:;base64,c2VjcmV0LWx1a3Mta2V5"
+
+    def luks(spec: dict[str, Any]) -> None:
+        spec["config"]["storage"]["luks"] = [
+            {"name": "data", "device": "/dev/sdb", "keyFile": {"source": key}}
+        ]
+
+    (d,) = changed(worker, luks)
+    text = "\n".join(d.lines())
+    assert key not in text
+    assert "keyFile" in text

@@ -540,11 +540,23 @@ def test_no_core_user_without_core_keys() -> None:
     assert all(e.path != imageplan.CORE_SYSUSERS for e in p.entries)
 
 
-def test_password_hash_is_refused() -> None:
-    with pytest.raises(ConfigError) as exc:
-        plan({"passwd": {"users": [{"name": "core", "passwordHash": "$6$abc"}]}})
-    assert exc.value.problems[0].field == "spec.config.passwd.users[name=core].passwordHash"
-    assert "$6$abc" not in problems(exc)
+def test_password_hash_is_rendered_but_never_in_the_image() -> None:
+    # Issue 11: accepted (MCO applies it live), carried by the rendered config for the
+    # node agent, and in no layer file, RUN step, label or Containerfile line.
+    from reconciler.core import containerfile, layer
+
+    secret = "$6$rounds=4096$salt$Zx9Secret"
+    config = {"passwd": {"users": [{"name": "core", "passwordHash": secret,
+                                    "sshAuthorizedKeys": ["ssh-ed25519 AAAA k"]}]}}  # fmt: skip
+    p = plan(config)
+    assert rendered(config).password_hash == secret
+    assert secret not in str(rendered(config).image_spec())
+    assert secret.encode() not in layer.write_tar(p.entries)
+    assert all(secret not in s.command for s in p.run_steps)
+    assert all(secret not in v for v in p.labels.values())
+    cf = containerfile.generate(p)
+    assert secret not in cf.text
+    assert all(secret.encode() not in data for data in cf.context.values())
 
 
 # --- kernel arguments ------------------------------------------------------------------------
