@@ -9,9 +9,12 @@ deployments into a scratch sysroot.
 Stand-ins, at our own boundary only (there is no API server or bootc binary here):
 - Kubernetes: `tests/fixtures/kubeapi.py`, an in-process HTTP server that speaks the
   real REST paths the `kubernetes` client uses and enforces resourceVersion conflicts
-  and PodDisruptionBudget refusals;
-- bootc: `tests/fixtures/bootc.py`, a stand-in command that follows the documented
-  CLI contract (reference `bootc-contract.md` §7).
+  and PodDisruptionBudget refusals, and, when a test enables it, the RBAC of `deploy/`
+  (ServiceAccount tokens, 403 for a verb no Role grants) and the agent's node fence;
+- bootc (and the systemd calls the agent makes: reboot, soft-reboot, SoftRebootsCount,
+  is-active): `tests/fixtures/bootc.py`, a stand-in command that follows the
+  documented CLI contract and bootc's sources (reference `bootc-contract.md` §7-8:
+  soft reboots, download-only stages, transports, usr-overlay).
 """
 
 pytest_plugins = [

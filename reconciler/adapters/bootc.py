@@ -9,9 +9,17 @@ Everything here follows the documented CLI contract (reference `bootc-contract.m
   elsewhere: unknown fields and enum values are accepted (the schema is non-exhaustive),
   optional fields may be absent, and `signature` is a string *or* an object
   (`{"ostreeRemote": ...}`), which bootc-operator's Go client gets wrong.
-- `bootc switch <repo>@sha256:<digest>` with no tag and never `--apply` (with `--apply`
-  bootc reboots and parks forever; the agent persists its state and reboots itself).
-  Exit 0 also when `Image specification is unchanged.`.
+- `bootc switch [flags] -- <repo>@sha256:<digest>` with no tag and never `--apply` (with
+  `--apply` bootc reboots and parks forever; the agent persists its state and reboots
+  itself). Exit 0 also when `Image specification is unchanged.`. The `--` ends clap's
+  option parsing, so no image string can ever be read as an option; an image beginning
+  with `-` is refused before any call anyway.
+- `--soft-reboot=auto` on switch only prepares `/run/nextroot` when the staged entry is
+  `softRebootCapable` (`cli.rs handle_soft_reboot`); whether the host then soft-reboots
+  is the reboot command's choice (`SYSTEMCTL_SKIP_AUTO_SOFT_REBOOT`, contract §8).
+- `bootc upgrade --from-downloaded` unlocks a staged entry left `downloadOnly` by
+  `upgrade --download-only` (`cli.rs upgrade`, `change_finalization`); a switch to the
+  same image answers "unchanged" and does not unlock it.
 - `bootc rollback` swaps the boot order; run twice it reverts, so callers check
   `rollback_queued` first. It also discards a staged deployment, so it is never used to
   cancel a stage (re-switch to the booted digest instead).
@@ -42,6 +50,12 @@ from reconciler.errors import ReconcilerError
 
 IMAGE_BY_DIGEST_RE = re.compile(r"^[^@\s:]+(:\d+)?(/[^@\s:]+)*@sha256:[0-9a-f]{64}$")
 UNCHANGED = "Image specification is unchanged."
+# What `bootc switch --transport` accepts (ostree-ext `Transport::try_from`); status
+# reports the registry transport as "registry" (`status.rs transport_to_string`).
+TRANSPORTS = frozenset(
+    {"registry", "docker", "oci", "oci-archive", "docker-archive", "containers-storage", "dir"}
+)
+SOFT_REBOOT_MODES = frozenset({"auto", "required"})
 
 
 class BootcError(ReconcilerError):
@@ -105,6 +119,15 @@ class HostSpec(_Model):
     boot_order: str = "default"
 
 
+class FilesystemOverlay(_Model):
+    """`status.usrOverlay`: a live overlay on /usr (`bootc usr-overlay`, `spec.rs`)."""
+
+    access_mode: str
+    """`readOnly` or `readWrite`."""
+    persistence: str
+    """`transient` (gone at the next boot) or `persistent` (an ostree hotfix)."""
+
+
 class HostStatus(_Model):
     staged: BootEntry | None = None
     booted: BootEntry | None = None
@@ -112,6 +135,10 @@ class HostStatus(_Model):
     other_deployments: list[BootEntry] = Field(default_factory=list)
     rollback_queued: bool = False
     type: str | None = None
+    usr_overlay: FilesystemOverlay | None = None
+    """Set while /usr is not what the booted image holds."""
+    read_only: bool = False
+    """The physical root is read-only (a live ISO): no switch is possible."""
 
 
 class Host(_Model):
@@ -205,17 +232,48 @@ class Bootc:
         out = self._run(["status", "--format=json", "--format-version=1"], self.timeouts.status)
         return parse_status(out)
 
-    def switch(self, image: str) -> SwitchResult:
+    def switch(self, image: str, *, soft_reboot: str | None = None) -> SwitchResult:
+        """Stage `image` (`registry/repo@sha256:<64 hex>`, registry transport)."""
         if not IMAGE_BY_DIGEST_RE.match(image):
             raise BootcError(
                 f"refusing to switch to {image!r}: not a reference by digest "
                 "(registry/repo@sha256:<64 hex>)"
             )
+        return self._switch(image, "registry", self.enforce_sigpolicy, soft_reboot)
+
+    def switch_to(self, ref: ImageReference) -> SwitchResult:
+        """Stage the image `ref` names exactly as status reported it: its own transport,
+        reference (a tag too) and signature mode, so a stage is cancelled by switching
+        back to the booted entry whatever it was booted from (contract §8)."""
+        if isinstance(ref.signature, dict) or ref.signature not in (None, "containerPolicy"):
+            raise BootcError(
+                f"cannot switch back to {ref.image!r}: its signature source "
+                f"{ref.signature!r} has no `bootc switch` flag"
+            )
+        return self._switch(ref.image, ref.transport, ref.signature == "containerPolicy", None)
+
+    def _switch(
+        self, image: str, transport: str, enforce: bool, soft_reboot: str | None
+    ) -> SwitchResult:
+        if not image or image.startswith("-") or any(c.isspace() for c in image):
+            raise BootcError(f"refusing to switch to {image!r}: not an image reference")
+        if transport not in TRANSPORTS:
+            raise BootcError(f"refusing to switch with transport {transport!r}: unknown")
         argv = ["switch", "--quiet"]
-        if self.enforce_sigpolicy:
+        if transport != "registry":
+            argv.append(f"--transport={transport}")
+        if enforce:
             argv.append("--enforce-container-sigpolicy")
-        out = self._run([*argv, image], self.timeouts.switch)
+        if soft_reboot is not None:
+            if soft_reboot not in SOFT_REBOOT_MODES:
+                raise BootcError(f"unknown --soft-reboot mode {soft_reboot!r}")
+            argv.append(f"--soft-reboot={soft_reboot}")
+        out = self._run([*argv, "--", image], self.timeouts.switch)
         return SwitchResult(unchanged=UNCHANGED in out, output=out)
+
+    def unlock_downloaded(self) -> str:
+        """`bootc upgrade --from-downloaded`: let a download-only stage apply at reboot."""
+        return self._run(["upgrade", "--from-downloaded"], self.timeouts.rollback)
 
     def rollback(self) -> str:
         return self._run(["rollback"], self.timeouts.rollback)

@@ -10,12 +10,20 @@ One `step()`:
 2. resume an update in flight (`rebooting` → `verifying` → done / `rolling-back`);
 3. otherwise read the pin: nothing to do if booted == pin; a digest that failed here
    is not retried until the pin changes; a paused pool starts nothing new;
-4. take a slot → `bootc switch` (no `--apply`) → `staged` → cordon and drain
-   (`draining`) → `rebooting` (boot id recorded) → reboot command.
-After the reboot, verification passes only when the booted digest equals the pin and
-the health checks pass (within the verify grace); otherwise `bootc rollback` and
-reboot, the digest remembered as failed (flightctl's rule for a fallback boot: no
-staged entry and booted == previous ⇒ rolled back, flightctl#458).
+4. take a slot → `bootc switch -- <image>` (no `--apply`) → `staged` → a stage left
+   download-only is unlocked (`bootc upgrade --from-downloaded`) or reported, never
+   rebooted into → cordon and drain (`draining`) → `rebooting` (the `BootMark` recorded)
+   → reboot command: a full reboot (`SYSTEMCTL_SKIP_AUTO_SOFT_REBOOT=1`), or with
+   `soft_reboot="auto"` a soft one when bootc says the staged entry can and the kernel
+   arguments stay the same (a soft reboot keeps the kernel command line).
+A reboot is recognised by what booted: the boot id, systemd's soft-reboot count, or the
+booted deployment changing (a soft reboot keeps the boot id; contract §8). After it,
+verification passes only when the booted digest equals the pin, /usr carries no live
+overlay, and the health checks pass (within the verify grace); otherwise `bootc
+rollback` and a full reboot, the digest remembered as failed (flightctl's rule for a
+fallback boot: no staged entry and booted == previous ⇒ rolled back, flightctl#458).
+When the booted image is the pin, settings the pin marks live (core's SSH keys and
+password hash, `liveConfigDigest`) are applied without a reboot (`reconciler.agent.live`).
 
 Bad input (a malformed pin, a pin not by digest, a bootc that hangs or prints garbage)
 ends the step in `degraded` (or keeps the in-flight phase) with the reason, and
@@ -25,17 +33,27 @@ nothing is switched.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from reconciler.adapters import bootc as bootc_mod
+from reconciler.agent import live as live_mod
 from reconciler.agent.coordination import Coordinator, Report
 from reconciler.agent.health import HealthCheck, run_checks
 from reconciler.agent.source import PinSource, PoolPolicy, Snapshot
-from reconciler.agent.state import IN_FLIGHT, AgentState, ImageTarget, Phase, StateStore
+from reconciler.agent.state import (
+    IN_FLIGHT,
+    AgentState,
+    BootMark,
+    ImageTarget,
+    Phase,
+    StateStore,
+)
 from reconciler.errors import ReconcilerError
 
 log = logging.getLogger(__name__)
@@ -49,6 +67,14 @@ class AgentConfig:
     reboot_retry: float = 600.0
     """A reboot that has not happened after this long is requested again."""
     reboot_timeout: float = 120.0
+    soft_reboot: Literal["never", "auto"] = "never"
+    """`auto`: soft-reboot when bootc says the staged entry can and the kernel arguments
+    do not change; otherwise (and always for rollbacks) a full reboot."""
+
+
+# systemd >= 255 turns `systemctl reboot` into a soft reboot when /run/nextroot is
+# populated; this in its environment forces the full reboot (systemctl(1)).
+SKIP_AUTO_SOFT_REBOOT = "SYSTEMCTL_SKIP_AUTO_SOFT_REBOOT"
 
 
 @dataclass
@@ -62,6 +88,10 @@ class Agent:
     reboot_command: Sequence[str]
     boot_id: Callable[[], str]
     clock: Callable[[], float] = time.time
+    soft_reboots: Callable[[], int | None] = lambda: None
+    """systemd's `SoftRebootsCount` (None where systemd does not report it)."""
+    live: live_mod.LiveApplier | None = None
+    """Applies the pin's live settings (SSH keys, password hash); None: not applied."""
     _started: bool = field(default=False, init=False)
     _policy: PoolPolicy | None = field(default=None, init=False)
     _saved: AgentState | None = field(default=None, init=False)
@@ -161,14 +191,23 @@ class Agent:
         if host.booted_digest == target.digest:
             if host.staged_digest not in (None, target.digest):
                 # something else is staged (a stale switch): a reboot would leave the pin
-                self.bootc.switch(target.image)
+                self._cancel_stage(host)
+            failed = state.failed_digest if state.failed_digest == target.digest else None
+            state = state_with(state, desired=target, failed_digest=failed)
+            overlay = _overlay_problem(host)
+            if overlay:
+                return self._finish(state, Phase.DEGRADED, f"booted {target.digest}, but {overlay}")
             reason = f"booted {target.digest} as pinned at {snap.revision[:12]}"
             if state.phase == Phase.DONE and state.desired == target:
                 reason = state.reason  # already done: no new words, no write, no patch
-            failed = state.failed_digest if state.failed_digest == target.digest else None
-            return self._finish(
-                state_with(state, desired=target, failed_digest=failed), Phase.DONE, reason
-            )
+            state, live_note, live_ok = self._apply_live(state, snap)
+            if not live_ok:
+                return self._finish(state, Phase.DEGRADED, f"booted {target.digest}; {live_note}")
+            if live_note:
+                reason = f"booted {target.digest}; {live_note}"
+            if state.kernel_arguments is None:
+                state = state_with(state, kernel_arguments=self._kernel_arguments(snap))
+            return self._finish(state, Phase.DONE, reason)
         if state.failed_digest == target.digest:
             return self._save(
                 state.to(
@@ -181,6 +220,15 @@ class Agent:
             )
         if state.failed_digest is not None:
             state = state_with(state, failed_digest=None)  # a new pin clears it
+        if host.status.read_only:
+            return self._save(
+                state.to(
+                    Phase.DEGRADED,
+                    "bootc status says the physical root is read-only (a live medium?): "
+                    "no update is possible",
+                    now,
+                )
+            )
         if self.policy.paused:
             return self._save(
                 state.to(
@@ -204,23 +252,19 @@ class Agent:
         previous = state.previous
         if state.phase not in IN_FLIGHT or previous is None:
             previous = ImageTarget(booted.image.image, booted.image_digest)
+        result = None
         if host.staged_digest != target.digest:
             try:
-                self.bootc.switch(target.image)
+                result = self.bootc.switch(target.image, soft_reboot=self._soft_flag())
             except bootc_mod.BootcError as exc:
                 return self._finish(
                     state, Phase.DEGRADED, f"bootc switch to {target.image} failed: {exc}"
                 )
             host = self.bootc.status()
         if host.staged_digest != target.digest:
-            # e.g. an index digest pinned: bootc records the per-architecture one
-            self._cancel_stage(host)
-            return self._finish(
-                state,
-                Phase.DEGRADED,
-                f"bootc staged {host.staged_digest} but the pin says {target.digest}; pins "
-                "must name the per-architecture image manifest, not an index",
-            )
+            problem = _stage_mismatch(host, target, result)
+            problem += self._cancel_stage(host)
+            return self._finish(state, Phase.DEGRADED, problem)
         return self._save(
             state.to(
                 Phase.STAGED,
@@ -231,12 +275,24 @@ class Agent:
             )
         )
 
-    def _cancel_stage(self, host: bootc_mod.Host) -> None:
-        """Undo a stage by switching back to the booted image (never `bootc rollback`,
-        which would also queue the rollback deployment; contract §3)."""
+    def _cancel_stage(self, host: bootc_mod.Host) -> str:
+        """Undo a stage by switching back to the booted image with its own transport,
+        reference and signature mode, as status shows them (a host booted by tag or from
+        `containers-storage` too); never `bootc rollback`, which would also queue the
+        rollback deployment (contract §3). Returns "" or what failed, for the reason."""
         booted = host.status.booted
-        if host.status.staged is not None and booted is not None and booted.image is not None:
-            self.bootc.switch(booted.image.image.image)
+        if host.status.staged is None or booted is None or booted.image is None:
+            return ""
+        try:
+            self.bootc.switch_to(booted.image.image)
+        except bootc_mod.BootcError as exc:
+            log.warning("could not cancel the staged deployment: %s", exc)
+            return f"; cancelling the staged deployment failed too: {exc}"
+        return ""
+
+    def _soft_flag(self) -> str | None:
+        # bootc prepares /run/nextroot only with --soft-reboot; we decide at reboot time
+        return "auto" if self.config.soft_reboot == "auto" else None
 
     # -- staged → draining → rebooting --
 
@@ -250,8 +306,8 @@ class Agent:
         pin = snap.pin.spec
         if pin.digest != desired_target.digest:
             if pin.digest == host.booted_digest:
-                self._cancel_stage(host)
                 reason = f"pin went back to the booted {pin.digest}; update cancelled"
+                reason += self._cancel_stage(host)
                 return self._finish(
                     state_with(state, desired=ImageTarget(pin.image, pin.digest)),
                     Phase.DONE,
@@ -260,6 +316,9 @@ class Agent:
             return self._stage(state, host, ImageTarget(pin.image, pin.digest))
         if host.staged_digest != desired_target.digest:
             return self._stage(state, host, desired_target)
+        host, locked = self._unlock_download_only(host, desired_target)
+        if locked:
+            return self._save(state.to(state.phase, locked, now))
         grant = self.coordinator.acquire(self.policy)  # renews the slot we hold
         if not grant.granted:
             return self._save(state.to(state.phase, f"lost the update slot; {grant.detail}", now))
@@ -271,14 +330,94 @@ class Agent:
         drained = self.coordinator.drain()
         if not drained.done:
             return self._save(state.to(Phase.DRAINING, drained.detail, now))
-        return self._reboot(state, Phase.REBOOTING, f"rebooting into {desired_target.digest}")
+        host = self.bootc.status()  # fresh: what the reboot will apply
+        host, locked = self._unlock_download_only(host, desired_target)
+        if locked:
+            return self._save(state.to(Phase.DRAINING, locked, now))
+        soft = self._soft_reboot_ok(state, host, snap)
+        how = "soft-rebooting" if soft else "rebooting"
+        return self._reboot(
+            state, host, Phase.REBOOTING, f"{how} into {desired_target.digest}", soft=soft
+        )
 
-    def _reboot(self, state: AgentState, phase: Phase, reason: str) -> AgentState:
+    def _unlock_download_only(
+        self, host: bootc_mod.Host, target: ImageTarget
+    ) -> tuple[bootc_mod.Host, str]:
+        """A staged entry left `downloadOnly` (`bootc upgrade --download-only`) is not
+        applied at reboot: unlock it with `bootc upgrade --from-downloaded`, or say why
+        not (the caller stays in its phase; the digest is not failed)."""
+        staged = host.status.staged
+        if staged is None or not staged.download_only:
+            return host, ""
+        try:
+            self.bootc.unlock_downloaded()
+            host = self.bootc.status()
+        except bootc_mod.BootcError as exc:
+            return host, (
+                f"{target.digest} is staged download-only (`bootc upgrade --download-only`), "
+                f"so a reboot would not apply it, and unlocking it failed: {exc}; not "
+                "rebooting (run `bootc upgrade --from-downloaded` on the host)"
+            )
+        staged = host.status.staged
+        if staged is None or staged.digest != target.digest or staged.download_only:
+            return host, (
+                f"{target.digest} is staged download-only and `bootc upgrade "
+                "--from-downloaded` did not unlock it; not rebooting"
+            )
+        log.info("unlocked the download-only stage of %s", target.digest)
+        return host, ""
+
+    def _soft_reboot_ok(self, state: AgentState, host: bootc_mod.Host, snap: Snapshot) -> bool:
+        """A soft reboot keeps the kernel and its command line: only when bootc says the
+        staged entry can (`softRebootCapable`: same kernel, initramfs and SELinux policy)
+        and the pool's kernel arguments are known not to change."""
+        staged = host.status.staged
+        if self.config.soft_reboot != "auto" or staged is None or not staged.soft_reboot_capable:
+            return False
+        if self.live is None or snap.pin is None or state.kernel_arguments is None:
+            return False
+        settings = self.live.settings(self.source, self.config.pool, snap)
+        return settings is not None and settings.kernel_arguments == state.kernel_arguments
+
+    def _boot_mark(self, host: bootc_mod.Host) -> BootMark:
+        booted = host.status.booted
+        deployment = ""
+        if booted is not None and booted.ostree is not None:
+            deployment = f"{booted.ostree.checksum}.{booted.ostree.deploy_serial}"
+        return BootMark(self.boot_id(), self.soft_reboots(), deployment, host.booted_digest or "")
+
+    def _rebooted(self, state: AgentState, host: bootc_mod.Host) -> list[str]:
+        """How the host shows it restarted since the reboot was requested (empty: not)."""
+        if state.boot_mark is None:  # a state file from before boot marks
+            return ["a new boot id"] if state.boot_id and self.boot_id() != state.boot_id else []
+        return self._boot_mark(host).differs(state.boot_mark)
+
+    def _reboot(
+        self,
+        state: AgentState,
+        host: bootc_mod.Host,
+        phase: Phase,
+        reason: str,
+        *,
+        soft: bool = False,
+    ) -> AgentState:
         now = self.clock()
         state = self._save(
-            state.to(phase, reason, now, boot_id=self.boot_id(), reboot_requested_at=now)
+            state.to(
+                phase,
+                reason,
+                now,
+                boot_id=self.boot_id(),
+                boot_mark=self._boot_mark(host),
+                reboot_requested_at=now,
+            )
         )
         argv = list(self.reboot_command)
+        env = dict(os.environ)
+        if soft:
+            env.pop(SKIP_AUTO_SOFT_REBOOT, None)
+        else:
+            env[SKIP_AUTO_SOFT_REBOOT] = "1"
         log.info("%s: running %s", reason, shlex.join(argv))
         try:
             proc = subprocess.run(
@@ -288,6 +427,7 @@ class Agent:
                 timeout=self.config.reboot_timeout,
                 stdin=subprocess.DEVNULL,
                 check=False,
+                env=env,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             return self._save(state.to(phase, f"{reason}: reboot command failed: {exc}", now))
@@ -303,21 +443,33 @@ class Agent:
     def _after_reboot(self, state: AgentState, host: bootc_mod.Host) -> AgentState:
         now = self.clock()
         desired_target = _desired(state)
-        if self.boot_id() == state.boot_id:
-            if host.staged_digest != desired_target.digest:
-                # the stage vanished before any reboot (someone ran bootc by hand)
+        changed = self._rebooted(state, host)
+        if not changed:
+            staged = host.status.staged
+            if staged is None or staged.digest != desired_target.digest:
+                # no restart seen, and the stage is gone: someone ran bootc by hand
                 return self._save(
-                    state.to(Phase.STAGED, "the staged deployment disappeared; staging again", now)
+                    state.to(
+                        Phase.STAGED,
+                        "the staged deployment disappeared before any reboot (changed by "
+                        "another bootc client?); staging again",
+                        now,
+                    )
+                )
+            if staged.download_only:
+                return self._save(
+                    state.to(Phase.STAGED, "the stage was made download-only; unlocking", now)
                 )
             if now - state.reboot_requested_at >= self.config.reboot_retry:
-                return self._reboot(state, Phase.REBOOTING, state.reason)
+                return self._reboot(state, host, Phase.REBOOTING, state.reason)
             return state
         return self._save(
             state.to(
                 Phase.VERIFYING,
-                "verifying the booted image",
+                f"verifying the booted image after {' and '.join(changed)}",
                 now,
                 boot_id="",
+                boot_mark=None,
                 verify_started_at=now,
             )
         )
@@ -327,6 +479,17 @@ class Agent:
         desired_target = _desired(state)
         desired = desired_target.digest
         if host.booted_digest != desired:
+            if host.staged_digest == desired:
+                # the restart did not apply the stage (a soft reboot into the same root):
+                # not a fallback; reboot again, fully
+                return self._save(
+                    state.to(
+                        Phase.DRAINING,
+                        f"the host restarted but still boots {host.booted_digest} with "
+                        f"{desired} staged (the restart did not apply it); rebooting again",
+                        now,
+                    )
+                )
             if host.booted_digest == (state.previous.digest if state.previous else None):
                 reason = (
                     f"after the reboot the previous image {host.booted_digest} is booted, not "
@@ -341,9 +504,18 @@ class Agent:
                 f"after the reboot {host.booted_digest} is booted, neither the pin {desired} "
                 "nor the previous image",
             )
+        overlay = _overlay_problem(host)
+        if overlay:
+            return self._finish(state, Phase.DEGRADED, f"booted {desired}, but {overlay}")
         result = run_checks(self.health_checks)
         if result.verdict == "pass":
-            return self._finish(state, Phase.DONE, f"booted {desired}; health checks passed")
+            reason = f"booted {desired}; health checks passed"
+            snap = self._snapshot()
+            state = state_with(state, kernel_arguments=self._kernel_arguments(snap))
+            if snap.pin is not None and snap.pin.spec.digest == desired:
+                state, note, _ = self._apply_live(state, snap)
+                reason += f"; {note}" if note else ""
+            return self._finish(state, Phase.DONE, reason)
         if result.verdict == "pending" and now - state.verify_started_at < self.config.verify_grace:
             return self._save(state.to(Phase.VERIFYING, f"waiting: {result.reason}", now))
         reason = result.reason
@@ -356,6 +528,7 @@ class Agent:
                 now,
                 failed_digest=desired,
                 boot_id="",
+                boot_mark=None,
             )
         )
         return self._roll_back(state, host)
@@ -364,7 +537,7 @@ class Agent:
         now = self.clock()
         failed = state.failed_digest
         previous = state.previous.digest if state.previous else None
-        if state.boot_id and self.boot_id() != state.boot_id:
+        if state.boot_id and self._rebooted(state, host):
             # the reboot into the rollback happened
             if host.booted_digest == previous:
                 return self._finish(state, Phase.ROLLED_BACK, state.reason + "; rolled back")
@@ -377,7 +550,7 @@ class Agent:
             # asked for the reboot already, in this boot: ask again only after a while
             if now - state.reboot_requested_at < self.config.reboot_retry:
                 return state
-            return self._reboot(state, Phase.ROLLING_BACK, state.reason)
+            return self._reboot(state, host, Phase.ROLLING_BACK, state.reason)
         if host.booted_digest == failed and not host.status.rollback_queued:
             if host.status.rollback is None:
                 return self._finish(
@@ -394,14 +567,45 @@ class Agent:
                 )
         if host.booted_digest != failed:
             return self._finish(state, Phase.ROLLED_BACK, state.reason + "; rolled back")
-        return self._reboot(state, Phase.ROLLING_BACK, state.reason)
+        return self._reboot(state, host, Phase.ROLLING_BACK, state.reason)
+
+    # -- live settings --
+
+    def _apply_live(self, state: AgentState, snap: Snapshot) -> tuple[AgentState, str, bool]:
+        """Apply the pin's live settings if they changed: (state, what happened, ok)."""
+        pin = snap.pin
+        if self.live is None or pin is None:
+            return state, "", True
+        want = pin.spec.live_config_digest
+        if want is None or want == state.live_applied:
+            return state, "", True
+        settings = self.live.settings(self.source, self.config.pool, snap)
+        if settings is None or settings.live_digest() != want:
+            return (
+                state,
+                f"the live settings (core's SSH keys, password hash) at {snap.revision[:12]} "
+                f"do not match the pin's liveConfigDigest {want}; not applied",
+                False,
+            )
+        try:
+            what = self.live.apply(settings)
+        except live_mod.LiveError as exc:
+            return state, f"applying live settings failed: {exc}", False
+        log.info("applied %s live (pin %s)", what, snap.revision[:12])
+        return state_with(state, live_applied=want), f"applied {what} live, without a reboot", True
+
+    def _kernel_arguments(self, snap: Snapshot) -> tuple[str, ...] | None:
+        if self.live is None or snap.pin is None:
+            return None
+        settings = self.live.settings(self.source, self.config.pool, snap)
+        return settings.kernel_arguments if settings is not None else None
 
     # -- endings --
 
     def _finish(self, state: AgentState, phase: Phase, reason: str) -> AgentState:
         """Leave the update: uncordon if we cordoned, give the slot back, record."""
         now = self.clock()
-        state = self._save(state.to(phase, reason, now, boot_id=""))
+        state = self._save(state.to(phase, reason, now, boot_id="", boot_mark=None))
         if state.cordoned:
             self.coordinator.uncordon()
             state = self._save(state_with(state, cordoned=False))
@@ -449,6 +653,46 @@ def _desired(state: AgentState) -> ImageTarget:
     if state.desired is None:
         raise StateCorrupt(f"the state file says {state.phase} but names no image")
     return state.desired
+
+
+def _overlay_problem(host: bootc_mod.Host) -> str:
+    """Why a host whose /usr is not its image cannot count as done ("" if it is)."""
+    overlay = host.status.usr_overlay
+    if overlay is None:
+        return ""
+    return (
+        f"/usr carries a live overlay ({overlay.access_mode}, {overlay.persistence}; "
+        "`bootc usr-overlay`), so what runs is not the image; reboot to drop a transient "
+        "overlay, or redeploy the image"
+    )
+
+
+def _stage_mismatch(
+    host: bootc_mod.Host, target: ImageTarget, result: bootc_mod.SwitchResult | None
+) -> str:
+    """Say what actually happened when the stage is not the pin after a switch."""
+    staged = host.status.staged
+    if staged is None:
+        if result is not None and result.unchanged:
+            spec = host.spec.image.image if host.spec.image else "nothing"
+            return (
+                f"bootc switch to {target.image} answered 'Image specification is "
+                f"unchanged.' and staged nothing: the host's spec already names {spec} "
+                f"(booted {host.booted_digest})"
+            )
+        return f"bootc switch to {target.image} left no staged deployment"
+    if staged.image is not None and staged.image.image.image == target.image:
+        # bootc records the per-architecture manifest's digest (contract §1)
+        return (
+            f"bootc staged {staged.digest} for {target.image}, whose digest is "
+            f"{target.digest}: pins must name the per-architecture image manifest, not an "
+            "index"
+        )
+    shown = staged.image.image.image if staged.image else "a non-image deployment"
+    return (
+        f"after bootc switch to {target.image} the staged deployment is {shown} "
+        f"({staged.digest}): another bootc client changed the host meanwhile"
+    )
 
 
 def _booted_image(host: bootc_mod.Host) -> bootc_mod.ImageStatus:

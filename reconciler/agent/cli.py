@@ -22,6 +22,7 @@ from reconciler.adapters import git
 from reconciler.agent import health
 from reconciler.agent.agent import Agent, AgentConfig
 from reconciler.agent.coordination import Coordinator, FleetLock, NoCoordination
+from reconciler.agent.live import LiveApplier
 from reconciler.agent.source import GitPinSource, PoolNotFound, pool_for_labels
 from reconciler.agent.state import Phase, StateStore
 from reconciler.errors import ConfigError, ConfigProblem
@@ -98,6 +99,32 @@ def _split(command: str, option: str) -> list[str]:
 )
 @click.option("--enforce-container-sigpolicy", is_flag=True, help="Pass it to every bootc switch.")
 @click.option(
+    "--soft-reboot",
+    type=click.Choice(["never", "auto"]),
+    default="never",
+    show_default=True,
+    help="auto: soft-reboot (userspace only) when bootc says the staged image can and the "
+    "kernel arguments do not change; otherwise a full reboot.",
+)
+@click.option(
+    "--host-root",
+    default="/",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The host's root as seen here (where core's SSH keys are written live).",
+)
+@click.option(
+    "--chpasswd",
+    default="chpasswd -e",
+    show_default=True,
+    help="Sets core's password hash live (reads user:hash on stdin, on the host).",
+)
+@click.option(
+    "--no-live-settings",
+    is_flag=True,
+    help="Do not apply core's SSH keys and password hash live.",
+)
+@click.option(
     "--git-token-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="File holding an HTTPS token for the config repository.",
@@ -129,6 +156,10 @@ def agent_command(  # click passes every option by keyword
     status_timeout: float,
     switch_timeout: float,
     enforce_container_sigpolicy: bool,
+    soft_reboot: str,
+    host_root: Path,
+    chpasswd: str,
+    no_live_settings: bool,
     git_token_file: Path | None,
     git_ssh_key: Path | None,
 ) -> None:
@@ -184,8 +215,16 @@ def agent_command(  # click passes every option by keyword
         for c in health_checks
     )
 
+    systemctl_argv = _split(systemctl, "--systemctl")
+    live = None
+    if not no_live_settings:
+        live = LiveApplier(root=host_root, chpasswd=_split(chpasswd, "--chpasswd"))
     agent = Agent(
-        config=AgentConfig(pool=pool, verify_grace=verify_grace),
+        config=AgentConfig(
+            pool=pool,
+            verify_grace=verify_grace,
+            soft_reboot="auto" if soft_reboot == "auto" else "never",
+        ),
         source=source,
         bootc=bootc_mod.Bootc(
             _split(bootc_path, "--bootc"),
@@ -197,6 +236,8 @@ def agent_command(  # click passes every option by keyword
         health_checks=checks,
         reboot_command=_split(reboot_command, "--reboot-command"),
         boot_id=lambda: health.read_boot_id(boot_id_file),
+        soft_reboots=lambda: health.read_soft_reboots(systemctl_argv),
+        live=live,
     )
     last = ""
     while True:

@@ -116,3 +116,24 @@ def read_boot_id(path: str | os.PathLike[str] = "/proc/sys/kernel/random/boot_id
     """The kernel's id of this boot: it changes on every reboot."""
     with open(path) as handle:
         return handle.read().strip()
+
+
+def read_soft_reboots(
+    systemctl: Sequence[str] = ("systemctl",), timeout: float = 30.0
+) -> int | None:
+    """systemd's count of soft reboots since the kernel booted (`SoftRebootsCount`,
+    systemd >= 256); None where it is not reported. A soft reboot keeps the boot id,
+    so this is one of the signs that one happened (contract §8)."""
+    try:
+        proc = subprocess.run(
+            [*systemctl, "show", "-P", "SoftRebootsCount"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = proc.stdout.strip()
+    return int(text) if proc.returncode == 0 and text.isdigit() else None

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.adapters import git
-from reconciler.core import load, model, pins, select
+from reconciler.agent.live import NodeSettings, settings_from_spec
+from reconciler.core import load, merge, model, pins, select
+from reconciler.errors import ReconcilerError
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,20 @@ class PoolPolicy:
     max_unavailable: int | str | None = None
     paused: bool = False
     node_selector: model.LabelSelector | None = None
+    push_spec: str | None = None
+    """The pool's MachineOSConfig `renderedImagePushSpec`: the only repository its pins
+    may name (None: no MachineOSConfig, so no pin is trusted)."""
 
     @classmethod
-    def of(cls, pool: model.MachineConfigPool) -> PoolPolicy:
+    def of(
+        cls, pool: model.MachineConfigPool, os_config: model.MachineOSConfig | None = None
+    ) -> PoolPolicy:
         return cls(
             name=pool.metadata.name,
             max_unavailable=pool.spec.max_unavailable,
             paused=pool.spec.paused,
             node_selector=pool.spec.node_selector,
+            push_spec=os_config.spec.rendered_image_push_spec if os_config else None,
         )
 
 
@@ -61,6 +69,11 @@ class PinSource(Protocol):
 
     def pools(self) -> Mapping[str, PoolPolicy]:
         """Every pool's policy at the newest revision (to find a node's pool)."""
+        ...
+
+    def settings(self, pool: str, revision: str, pin: pins.Pin) -> NodeSettings | None:
+        """The pool's rendered settings behind `pin` (kernel arguments, core's SSH keys
+        and password hash); None when they cannot be read for that pin."""
         ...
 
 
@@ -120,12 +133,23 @@ def snapshot_from_pin(
             "pool's pin",
             policy=policy,
         )
+    try:
+        pins.check_origin(pin, policy.push_spec, where=where)
+    except pins.PinError as exc:
+        return Snapshot(revision, None, str(exc), policy=policy)
     return Snapshot(revision, pin, policy=policy)
 
 
-def policies_from_files(config_files: Mapping[str, bytes]) -> dict[str, PoolPolicy]:
+def policies_from_files(
+    config_files: Mapping[str, bytes | str | load.Unreadable],
+) -> dict[str, PoolPolicy]:
     repo = load.load_repository(config_files)
-    return {name: PoolPolicy.of(loaded.obj) for name, loaded in repo.pools.items()}
+    return {
+        name: PoolPolicy.of(
+            loaded.obj, repo.os_configs[name].obj if name in repo.os_configs else None
+        )
+        for name, loaded in repo.pools.items()
+    }
 
 
 class GitPinSource:
@@ -144,6 +168,7 @@ class GitPinSource:
         self._rev = ""
         self._policies: dict[str, PoolPolicy] = {}
         self._pins: dict[str, bytes | None] = {}
+        self._settings: dict[tuple[str, str], NodeSettings | None] = {}
 
     def _refresh(self) -> str:
         """One `ls-remote`; a fetch, and parsing, only when the branch moved."""
@@ -166,6 +191,23 @@ class GitPinSource:
         self._refresh()
         return dict(self._policies)
 
+    def settings(self, pool: str, revision: str, pin: pins.Pin) -> NodeSettings | None:
+        """Rendered from the config files at `revision` (the pin's commit), and trusted
+        only when that rendering is the pin's `renderedConfig`: the same name is the
+        same rendered config as at the pin's `sourceCommit`."""
+        key = (pool, revision)
+        if key not in self._settings:
+            found = None
+            try:
+                files = self.mirror.read_files(revision, load.is_config_path)
+                rendered = merge.render_pool(load.load_repository(files), pool)
+                if rendered.name == pin.spec.rendered_config:
+                    found = settings_from_spec(rendered.spec)
+            except ReconcilerError:
+                found = None
+            self._settings = {key: found}  # only the newest revision is worth keeping
+        return self._settings[key]
+
 
 class MemoryPinSource:
     """Pins and policies held in memory; `publish` is a new commit (thread-safe)."""
@@ -175,9 +217,14 @@ class MemoryPinSource:
         self._rev = 0
         self._pins: dict[str, str] = {}
         self._policies: dict[str, PoolPolicy] = {}
+        self._settings: dict[str, NodeSettings] = {}
 
     def publish(
-        self, pool: str, pin_text: str | None = None, policy: PoolPolicy | None = None
+        self,
+        pool: str,
+        pin_text: str | None = None,
+        policy: PoolPolicy | None = None,
+        settings: NodeSettings | None = None,
     ) -> None:
         with self._lock:
             self._rev += 1
@@ -185,6 +232,8 @@ class MemoryPinSource:
                 self._pins[pool] = pin_text
             if policy is not None:
                 self._policies[pool] = policy
+            if settings is not None:
+                self._settings[pool] = settings
 
     def current(self, pool: str) -> Snapshot:
         with self._lock:
@@ -200,3 +249,7 @@ class MemoryPinSource:
     def pools(self) -> Mapping[str, PoolPolicy]:
         with self._lock:
             return dict(self._policies)
+
+    def settings(self, pool: str, revision: str, pin: pins.Pin) -> NodeSettings | None:
+        with self._lock:
+            return self._settings.get(pool)

@@ -14,7 +14,9 @@ Phases (DESIGN §7):
 
 Each phase is written *before* the action that leaves it starts, and each action is
 safe to resume: `bootc switch` is idempotent ("Image specification is unchanged."),
-cordon and eviction are idempotent, a reboot is recognised by a new boot id, and
+cordon and eviction are idempotent, a reboot is recognised by what booted (`BootMark`:
+the boot id, systemd's soft-reboot count and the booted deployment; a soft reboot keeps
+the boot id, contract §8), and
 `bootc rollback` (which reverts when run twice) is only run when status shows no
 rollback queued. So a crash at any point resumes in the recorded phase and never
 repeats a half step.
@@ -59,6 +61,33 @@ class ImageTarget:
 
 
 @dataclass(frozen=True)
+class BootMark:
+    """What identifies the running boot. Any field changing means the host restarted:
+    a full reboot changes `boot_id`; a systemd soft reboot keeps it but counts up
+    `soft_reboots` (`SoftRebootsCount`, systemd >= 256) and, into a staged deployment,
+    changes the booted `deployment` (ostree checksum.serial) and `digest`."""
+
+    boot_id: str
+    soft_reboots: int | None = None
+    """None where systemd does not report it (< 256)."""
+    deployment: str = ""
+    digest: str = ""
+
+    def differs(self, other: BootMark) -> list[str]:
+        """What changed from `other` to self, in words (empty: the same boot)."""
+        changed = []
+        if self.boot_id != other.boot_id:
+            changed.append("a new boot id")
+        if None not in (self.soft_reboots, other.soft_reboots) and (
+            self.soft_reboots != other.soft_reboots
+        ):
+            changed.append("a soft reboot")
+        if self.deployment != other.deployment or self.digest != other.digest:
+            changed.append("another booted deployment")
+        return changed
+
+
+@dataclass(frozen=True)
 class AgentState:
     phase: Phase = Phase.IDLE
     reason: str = ""
@@ -77,7 +106,14 @@ class AgentState:
     cordoned: bool = False
     """The agent cordoned the node (and so must uncordon it)."""
     boot_id: str = ""
-    """The boot id when a reboot was requested: a different one means it happened."""
+    """The boot id when a reboot was requested (kept for older state files)."""
+    boot_mark: BootMark | None = None
+    """What was running when a reboot was requested: any change means it happened."""
+    live_applied: str | None = None
+    """The pin's `liveConfigDigest` last applied live on this host."""
+    kernel_arguments: tuple[str, ...] | None = None
+    """The pool's kernel arguments at the pin last done here (None: unknown), to tell
+    whether an update changes them (a soft reboot would not apply them)."""
     reboot_requested_at: float = 0.0
     verify_started_at: float = 0.0
     changed_at: float = 0.0
@@ -103,6 +139,10 @@ class AgentState:
         for key in ("desired", "previous"):
             if fields.get(key) is not None:
                 fields[key] = ImageTarget(**fields[key])
+        if fields.get("boot_mark") is not None:
+            fields["boot_mark"] = BootMark(**fields["boot_mark"])
+        if fields.get("kernel_arguments") is not None:
+            fields["kernel_arguments"] = tuple(fields["kernel_arguments"])
         return cls(**fields)
 
 

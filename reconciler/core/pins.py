@@ -6,13 +6,24 @@ an index, because bootc reports that digest as `imageDigest`), plus the provenan
 auditor needs: rendered config, inputs digest, base image and its digest, the config
 commit it was made from, and how it was made.
 
-`parse_pin` is strict: a pin that is malformed or not by digest is refused with a
-reason (an agent must never switch to a guess).
+`parse_pin` is strict: a pin that is malformed, not by digest, or whose image is not a
+plain `host/path@sha256:` reference (nothing an argv could read as an option) is
+refused with a reason (an agent must never switch to a guess). `check_origin` is the
+agent's second gate: the image must live in the repository the pool's MachineOSConfig
+pushes to, so a pin edited to name any other registry is not applied.
+
+Live settings (`liveConfigDigest`): what a node applies without a new image or a
+reboot (core's SSH keys and password hash; design in `repo-layout/README.md`, "Changes
+without a reboot"). The pin carries only a digest of them, never their value; the agent
+reads them from the rendered config at `sourceCommit`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -20,9 +31,18 @@ import yaml
 from pydantic import Field
 
 from reconciler.core import canonical, model
+from reconciler.errors import ReconcilerError
 
 DIGEST_RE = canonical.SHA256_DIGEST_RE
-IMAGE_BY_DIGEST_RE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+# The distribution reference grammar (distribution/reference `regexp.go`), restricted
+# to `domain[:port]/path@sha256:<64 hex>`: a registry host is required and no tag, so
+# the string can neither start with `-` nor name a local transport.
+_DOMAIN = (
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"^{_DOMAIN}(?::[0-9]+)?(?:/{_COMPONENT})+$")
+IMAGE_BY_DIGEST_RE = re.compile(rf"^{REPOSITORY_RE.pattern[1:-1]}@sha256:[0-9a-f]{{64}}$")
 PIN_KIND = "Pin"
 
 
@@ -56,6 +76,10 @@ class PinSpec(model.StrictModel):
     source_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
     """The config commit this pin was computed from."""
     build: BuildFacts
+    live_config_digest: str | None = Field(default=None, pattern=DIGEST_RE.pattern)
+    """Digest of the settings nodes apply live, without a reboot (core's SSH keys and
+    password hash, `live_config_digest`); absent when the pool has none. Never the
+    settings themselves: the agent reads them at `sourceCommit`."""
 
 
 class Pin(model.StrictModel):
@@ -67,7 +91,7 @@ class Pin(model.StrictModel):
     spec: PinSpec
 
 
-class PinError(ValueError):
+class PinError(ReconcilerError, ValueError):
     """A pin file that cannot be trusted; the message says why."""
 
 
@@ -90,11 +114,52 @@ def parse_pin(text: str | bytes, *, where: str = "pin") -> Pin:
     return pin
 
 
+def image_repository(image: str) -> str:
+    """`host/path` of `host/path@sha256:...` or `host/path:tag`."""
+    name = image.partition("@")[0]
+    head, sep, tail = name.rpartition(":")
+    if sep and "/" not in tail:
+        return head  # a tag (a port is followed by a path, so it contains "/")
+    return name
+
+
+def check_origin(pin: Pin, push_spec: str | None, *, where: str = "pin") -> None:
+    """`PinError` unless the pin's image is in the repository `push_spec` (the pool's
+    MachineOSConfig `renderedImagePushSpec`) names: the only place the reconciler
+    pushes this pool's images to."""
+    if push_spec is None:
+        raise PinError(
+            f"{where}: pool {pin.spec.pool!r} has no MachineOSConfig, so where its images "
+            "may come from is unknown; not applying it"
+        )
+    want = image_repository(push_spec)
+    got = image_repository(pin.spec.image)
+    if got != want:
+        raise PinError(
+            f"{where}: spec.image is in {got!r}, but MachineOSConfig {pin.spec.pool} pushes "
+            f"to {want!r}; a pin may only name an image from its pool's push repository"
+        )
+
+
+def live_config_digest(ssh_keys: Sequence[str], password_hash: str | None) -> str | None:
+    """The digest a pin carries for core's live settings (None when there are none):
+    sha256 over canonical JSON, so equal settings give an equal digest whatever their
+    source order was (keys keep their order: MCO's union is ordered)."""
+    if not ssh_keys and password_hash is None:
+        return None
+    doc = {"passwordHash": password_hash, "sshAuthorizedKeys": list(ssh_keys)}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def render_pin(pin: Pin) -> str:
     """The pin file's text: YAML, keys in a fixed order, byte-stable for equal pins."""
     header = (
         "# Written by the reconciler; do not edit by hand (a hand edit holds the pool at\n"
         "# this image until its inputs change: see `reconciler history`).\n"
     )
-    body = yaml.safe_dump(pin.model_dump(by_alias=True, mode="json"), sort_keys=False)
+    doc = pin.model_dump(by_alias=True, mode="json")
+    if doc["spec"].get("liveConfigDigest") is None:
+        del doc["spec"]["liveConfigDigest"]  # pins of pools without live settings unchanged
+    body = yaml.safe_dump(doc, sort_keys=False)
     return header + body

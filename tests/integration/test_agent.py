@@ -85,7 +85,7 @@ def host(bootc_host: FakeHost) -> FakeHost:
 @pytest.fixture
 def source() -> MemoryPinSource:
     src = MemoryPinSource()
-    src.publish("worker", pin_text("worker", f"{REPO}@{A}"))
+    src.publish("worker", pin_text("worker", f"{REPO}@{A}"), PoolPolicy("worker", push_spec=REPO))
     return src
 
 
@@ -110,7 +110,7 @@ def test_applies_a_new_pin_by_digest_and_verifies_after_reboot(host, source, tmp
 
     state = agent.step()
     # switched by digest, without --apply, and asked the host to reboot
-    assert switches(host) == [["switch", "--quiet", f"{REPO}@{B}"]]
+    assert switches(host) == [["switch", "--quiet", "--", f"{REPO}@{B}"]]
     assert state.phase == Phase.REBOOTING
     assert host.booted_digest == B  # the stand-in's power button ran
 
@@ -211,7 +211,7 @@ def test_a_pin_reverted_before_reboot_cancels_by_switching_back(host, source, tm
     state = make_agent(host, source, tmp_path).step()
     assert state.phase == Phase.DONE
     assert "cancelled" in state.reason
-    assert switches(host)[-1] == ["switch", "--quiet", f"{REPO}@{A}"]
+    assert switches(host)[-1] == ["switch", "--quiet", "--", f"{REPO}@{A}"]
     assert host.status()["status"]["rollback"] is None or host.status()["spec"]["image"][
         "image"
     ].endswith(A)
@@ -219,7 +219,11 @@ def test_a_pin_reverted_before_reboot_cancels_by_switching_back(host, source, tm
 
 
 def test_a_paused_pool_starts_nothing(host, source, tmp_path) -> None:
-    source.publish("worker", pin_text("worker", f"{REPO}@{B}"), PoolPolicy("worker", paused=True))
+    source.publish(
+        "worker",
+        pin_text("worker", f"{REPO}@{B}"),
+        PoolPolicy("worker", paused=True, push_spec=REPO),
+    )
     state = make_agent(host, source, tmp_path).step()
     assert state.phase == Phase.IDLE
     assert "paused" in state.reason
@@ -299,8 +303,8 @@ def test_an_unreadable_state_file_starts_over_safely(host, source, tmp_path) -> 
 class CrashAfterSwitch(Bootc):
     """bootc did its work, then the agent died before it could write `staged`."""
 
-    def switch(self, image: str):  # type: ignore[no-untyped-def]
-        super().switch(image)
+    def switch(self, image: str, **kwargs):  # type: ignore[no-untyped-def]
+        super().switch(image, **kwargs)
         raise SystemExit("killed right after bootc switch")
 
 

@@ -31,6 +31,15 @@ spec:
     matchLabels:
       node-role.kubernetes.io/edge: ""
   maxUnavailable: 1
+---
+apiVersion: machineconfiguration.openshift.io/v1
+kind: MachineOSConfig
+metadata:
+  name: edge
+spec:
+  machineConfigPool:
+    name: edge
+  renderedImagePushSpec: 127.0.0.1:5000/pools/edge:latest
 """
 
 
@@ -81,7 +90,7 @@ def test_agent_once_follows_the_pin_in_git(host: FakeHost, git_http: GitServer, 
     assert step.stdout.startswith("edge: done: booted")
     assert host.booted_digest == B
     switches = [c for c in host.calls() if c[:1] == ["switch"]]
-    assert switches == [["switch", "--quiet", f"{REPO}@{B}"]]
+    assert switches == [["switch", "--quiet", "--", f"{REPO}@{B}"]]
     assert git_http.token not in step.stdout + step.stderr
 
 

@@ -17,7 +17,7 @@ from reconciler.adapters.bootc import Bootc
 from reconciler.agent import health
 from reconciler.agent.agent import Agent, AgentConfig
 from reconciler.agent.coordination import FleetLock
-from reconciler.agent.source import MemoryPinSource
+from reconciler.agent.source import MemoryPinSource, PoolPolicy
 from reconciler.agent.state import Phase, StateStore
 from tests.fixtures.bootc import FakeHost, pin_text
 
@@ -103,7 +103,7 @@ def make(tmp_path: Path, name: str, url: str, source: MemoryPinSource) -> tuple[
 
 def test_one_slot_serialises_two_machines(lock_server: LockServer, tmp_path: Path) -> None:
     source = MemoryPinSource()
-    source.publish("kiosk", pin_text("kiosk", f"{REPO}@{B}"))
+    source.publish("kiosk", pin_text("kiosk", f"{REPO}@{B}"), PoolPolicy("kiosk", push_spec=REPO))
     first, first_host = make(tmp_path, "kiosk-1", lock_server.url, source)
     second, second_host = make(tmp_path, "kiosk-2", lock_server.url, source)
 
@@ -138,7 +138,7 @@ def test_one_slot_serialises_two_machines(lock_server: LockServer, tmp_path: Pat
 
 def test_an_unreachable_lock_server_means_no_update(tmp_path: Path) -> None:
     source = MemoryPinSource()
-    source.publish("kiosk", pin_text("kiosk", f"{REPO}@{B}"))
+    source.publish("kiosk", pin_text("kiosk", f"{REPO}@{B}"), PoolPolicy("kiosk", push_spec=REPO))
     agent, host = make(tmp_path, "kiosk-1", "http://127.0.0.1:9", source)
     state = agent.step()
     assert state.phase == Phase.IDLE

@@ -6,12 +6,15 @@ no kube-apiserver runs here), through the official client; and a simulated fleet
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from reconciler.adapters import kube
 from reconciler.adapters.bootc import Bootc, Timeouts
@@ -34,7 +37,7 @@ EDGE = model.LabelSelector(match_labels={"pool": "edge"})
 
 
 def policy(max_unavail: int | str | None = 2, paused: bool = False) -> PoolPolicy:
-    return PoolPolicy("edge", max_unavail, paused, EDGE)
+    return PoolPolicy("edge", max_unavail, paused, EDGE, push_spec=REPO)
 
 
 @pytest.mark.parametrize(
@@ -156,8 +159,25 @@ def test_drain_evicts_through_the_api_and_waits_for_budgets(kubeapi: FakeKube) -
 # --- the fleet ------------------------------------------------------------------------
 
 
+AGENT_NS = "bootc-gitops-agent"  # deploy/agent's namespace: its Role and bindings are there
+
+
+def deploy_docs() -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(Path(__file__).resolve().parents[2] / "deploy")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
 class Fleet:
+    """Agents with deploy/'s RBAC and node fence in force: each uses its own node-bound
+    token of the agent's ServiceAccount, so a verb the Roles lack fails the run."""
+
     def __init__(self, kubeapi: FakeKube, tmp_path: Path, size: int, source: MemoryPinSource):
+        kubeapi.enforce_rbac(deploy_docs(), node_fence=True)
         self.kubeapi = kubeapi
         self.source = source
         self.hosts: dict[str, FakeHost] = {}
@@ -175,7 +195,11 @@ class Fleet:
                 config=AgentConfig(pool="edge", verify_grace=0),
                 source=source,
                 bootc=Bootc([str(host.bootc)], timeouts=Timeouts(status=20, switch=20)),
-                coordinator=KubernetesCoordinator(kube.Kube.connect(kubeapi.kubeconfig), name, NS),
+                coordinator=KubernetesCoordinator(
+                    kube.Kube.connect(kubeapi.kubeconfig_for(AGENT_NS, "reconciler-agent", name)),
+                    name,
+                    AGENT_NS,
+                ),
                 store=store,
                 health_checks=[health.UnitActive(systemctl=str(host.systemctl))],
                 reboot_command=host.reboot_command,
@@ -261,7 +285,7 @@ def test_ten_agents_converge_two_at_a_time_roll_back_one_and_follow_a_revert(
     # never more than 2 nodes out of service, nor 2 slot holders, at any moment
     assert kubeapi.max_concurrent("nodes", lambda n: bool(n["spec"].get("unschedulable"))) == 2
     assert kubeapi.max_concurrent("leases", lambda le: bool(le["spec"].get("holderIdentity"))) == 2
-    assert len(kubeapi.list("leases", NS)) == 2  # two slots, reused
+    assert len(kubeapi.list("leases", AGENT_NS)) == 2  # two slots, reused
     # everyone drained through the Eviction API, and the budget held
     assert len([c for c in kubeapi.history if c.verb == "evict"]) >= 10
     # the failing node rolled back, says so, and did not try B again
@@ -276,7 +300,7 @@ def test_ten_agents_converge_two_at_a_time_roll_back_one_and_follow_a_revert(
     for _ in range(3):
         fleet.agents[bad].step()
     assert [c for c in fleet.hosts[bad].calls() if c[:1] == ["switch"]] == [
-        ["switch", "--quiet", f"{REPO}@{B}"]
+        ["switch", "--quiet", "--", f"{REPO}@{B}"]
     ]
     good = fleet.annotations("edge-0")
     assert (good["state"], good["current-image"]) == ("done", f"{REPO}@{B}")
@@ -291,7 +315,7 @@ def test_ten_agents_converge_two_at_a_time_roll_back_one_and_follow_a_revert(
     )
     assert kubeapi.max_concurrent("nodes", lambda n: bool(n["spec"].get("unschedulable"))) == 2
     assert fleet.annotations(bad)["state"] == "done"
-    assert all(not (le["spec"].get("holderIdentity")) for le in kubeapi.list("leases", NS))
+    assert all(not (le["spec"].get("holderIdentity")) for le in kubeapi.list("leases", AGENT_NS))
 
 
 def test_a_paused_pool_takes_no_slot_and_reports_why(kubeapi: FakeKube, tmp_path: Path) -> None:
@@ -301,6 +325,6 @@ def test_a_paused_pool_takes_no_slot_and_reports_why(kubeapi: FakeKube, tmp_path
     source.publish("edge", pin_text("edge", f"{REPO}@{B}"))
     for agent in fleet.agents.values():
         assert agent.step().phase == Phase.IDLE
-    assert kubeapi.list("leases", NS) == []
+    assert kubeapi.list("leases", AGENT_NS) == []
     assert "paused" in fleet.annotations("edge-0")["reason"]
     assert all(h.booted_digest == A for h in fleet.hosts.values())

@@ -5,7 +5,9 @@ be commands and options the CLI has."""
 
 from __future__ import annotations
 
+import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,10 @@ import yaml
 from reconciler.cli import cli
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-K8S_VERSIONS = ("1.29.0", "1.37.0")
+# 1.30: ValidatingAdmissionPolicy v1 and appArmorProfile (the agent's node fence needs
+# the token's node name: ServiceAccountTokenPodNodeInfo, beta 1.30, GA 1.32)
+K8S_VERSIONS = ("1.30.0", "1.37.0")
+ROOT = DEPLOY.parent
 
 
 def manifests() -> list[tuple[str, dict[str, Any]]]:
@@ -71,3 +76,164 @@ def test_container_args_parse_with_the_cli(where: str, args: list[str]) -> None:
     for arg in expanded:
         if arg.startswith(("--bootc=", "--systemctl=", "--reboot-command=")):
             assert shlex.split(arg.split("=", 1)[1])[0] == "nsenter"
+
+
+# -- what `kubectl kustomize` builds, as a cluster admin applies it --
+
+
+def built(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+OVERLAYS = (".", "openshift")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kustomize_output_validates_strictly(overlay: str) -> None:
+    docs = built(overlay)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "DaemonSet", "ValidatingAdmissionPolicy", "Namespace"} <= kinds
+    for doc in docs:
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, (kind, name)
+    return found[0]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_agent_runs_as_root_with_only_the_capabilities_bootc_needs(overlay: str) -> None:
+    docs = built(overlay)
+    ds = _one(docs, "DaemonSet", "reconciler-agent")
+    pod = ds["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    sc = agent["securityContext"]
+    # the image says USER 65532: a root-less container has no effective capabilities
+    assert (sc["runAsUser"], sc["runAsNonRoot"]) == (0, False)
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert set(sc["capabilities"]["add"]) == {
+        "SYS_ADMIN", "SYS_CHROOT", "SYS_PTRACE", "DAC_OVERRIDE", "DAC_READ_SEARCH",
+        "FOWNER", "CHOWN", "FSETID", "SETFCAP",
+    }  # fmt: skip
+    assert sc["privileged"] is False
+    assert sc["allowPrivilegeEscalation"] is False
+    assert pod["hostPID"] is True
+    assert not pod.get("hostNetwork")
+    readme = (DEPLOY / "README.md").read_text()
+    for cap in sc["capabilities"]["add"]:
+        assert f"`CAP_{cap}`" in readme, f"deploy/README.md does not say why {cap}"
+    ns = _one(docs, "Namespace", ds["metadata"]["namespace"])
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_reconciler_is_restricted_without_a_fixed_uid(overlay: str) -> None:
+    docs = built(overlay)
+    dep = _one(docs, "Deployment", "reconciler")
+    pod = dep["spec"]["template"]["spec"]
+    assert "runAsUser" not in pod.get("securityContext", {})  # restricted-v2 picks one
+    assert "fsGroup" not in pod.get("securityContext", {})
+    for c in pod["containers"]:
+        assert "runAsUser" not in c.get("securityContext", {})
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    ns = _one(docs, "Namespace", dep["metadata"]["namespace"])
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_openshift_grants_the_agent_the_privileged_scc_and_nothing_else() -> None:
+    docs = built("openshift")
+    bindings = [
+        d
+        for d in docs
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and d["roleRef"]["name"].startswith("system:openshift:scc:")
+    ]
+    granted = {
+        (s["namespace"], s["name"], b["roleRef"]["name"]) for b in bindings for s in b["subjects"]
+    }
+    assert granted == {
+        ("bootc-gitops-agent", "reconciler-agent", "system:openshift:scc:privileged"),
+        ("bootc-gitops", "reconciler", "system:openshift:scc:restricted-v2"),
+    }
+    assert all(b["kind"] == "RoleBinding" for b in bindings)  # namespaced, not cluster-wide
+
+
+def test_the_node_fence_names_the_agents_service_account() -> None:
+    docs = built(".")
+    policy = _one(docs, "ValidatingAdmissionPolicy", "reconciler-agent-node-fence")
+    sa = _one(docs, "ServiceAccount", "reconciler-agent")
+    user = f"system:serviceaccount:{sa['metadata']['namespace']}:reconciler-agent"
+    assert f"'{user}'" in policy["spec"]["matchConditions"][0]["expression"]
+    binding = _one(docs, "ValidatingAdmissionPolicyBinding", "reconciler-agent-node-fence")
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+# -- the Roles cover every API call the code makes --
+
+_CALL = re.compile(
+    r"\b(read|list|create|replace|patch|delete)_(namespaced_)?([a-z_]+?)"
+    r"(_for_all_namespaces)?\b"
+)
+_VERB = {"read": "get", "list": "list", "create": "create", "replace": "update",
+         "patch": "patch", "delete": "delete"}  # fmt: skip
+_RESOURCE = {
+    "node": "nodes", "pod": "pods", "pod_eviction": "pods/eviction", "pod_log": "pods/log",
+    "event": "events", "lease": "leases", "config_map": "configmaps", "secret": "secrets",
+    "job": "jobs",
+}  # fmt: skip
+
+
+def calls_in(*paths: str) -> set[tuple[str, str]]:
+    """(resource, verb) of every official-client call in the given modules, e.g.
+    `create_namespaced_secret` -> (secrets, create)."""
+    found = set()
+    for rel in paths:
+        for m in _CALL.finditer((ROOT / rel).read_text()):
+            resource = _RESOURCE.get(m.group(3))
+            if resource is not None:
+                found.add((resource, _VERB[m.group(1)]))
+    return found
+
+
+def granted(docs: list[dict[str, Any]], service_account: str) -> set[tuple[str, str]]:
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in docs if d["kind"].endswith("Role")}
+    out = set()
+    for b in docs:
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(s.get("name") == service_account for s in b["subjects"]):
+            continue
+        role = roles.get((b["roleRef"]["kind"], b["roleRef"]["name"]))
+        for rule in (role or {}).get("rules", []):
+            out |= {(r, v) for r in rule["resources"] for v in rule["verbs"]}
+    return out
+
+
+def used_by_agent() -> set[tuple[str, str]]:
+    used = calls_in("reconciler/adapters/kube.py")
+    # kube.py wraps every call the agent makes; get_lease is the one the agent never uses
+    assert "get_lease" not in (ROOT / "reconciler/agent/kubernetes.py").read_text()
+    return used - {("leases", "get")}
+
+
+def test_the_agents_roles_cover_every_call_it_makes() -> None:
+    used = used_by_agent()
+    assert ("pods/eviction", "create") in used  # the scan sees the calls
+    assert used <= granted(built("."), "reconciler-agent")
+
+
+def test_the_reconcilers_role_covers_every_job_builder_call() -> None:
+    used = calls_in("reconciler/adapters/builders/kubejob.py")
+    assert {("secrets", "create"), ("secrets", "update"), ("secrets", "delete")} <= used
+    have = granted(built("."), "reconciler")
+    assert used <= have, f"missing: {sorted(used - have)}"
+    assert ("secrets", "list") not in have  # least privilege: no verb the code never uses
