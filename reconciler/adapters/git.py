@@ -11,7 +11,9 @@ Why the git CLI and not GitPython: every operation is one plumbing command whose
 output we parse (`ls-remote`, `fetch`, `ls-tree -z`, `cat-file --batch`, `log -z`,
 `commit-tree`, `push --porcelain`). GitPython would spawn the same commands plus its
 own (`git version` on first use, long-lived `cat-file` workers to manage), and the
-loop's "nothing moved" pass must cost one `git ls-remote` and nothing else.
+loop's "nothing moved" pass must cost one `git ls-remote` and nothing else. Its
+persistent `cat-file` would save one process per pass at most (`read_files` batches a
+pass's reads into one `cat-file --batch`), so GitPython is not a dependency (issue 15).
 
 How the promises are kept:
 - *Cheap no-op*: `Mirror.fetch` asks `ls-remote` first and fetches only when the
@@ -929,7 +931,8 @@ class Mirror:
     def read_file(self, rev: str, path: str) -> bytes | None:
         """The content of `path` at `rev`, or None if there is no such file.
 
-        One `cat-file --batch-command`. An unknown `rev` is an error, not None.
+        Two `cat-file --batch-command` calls: the size first, so a blob above
+        `load.MAX_FILE_BYTES` is refused unread. An unknown `rev` is an error, not None.
         """
         _check_rev(rev)
         _check_path(path)
@@ -940,24 +943,31 @@ class Mirror:
         raw = self._git.run(
             self._g("cat-file", "--batch-command"),
             "cat-file",
-            input=f"info {rev}^{{commit}}\ncontents {rev}:{path}\n".encode(),
+            input=f"info {rev}^{{commit}}\ninfo {rev}:{path}\n".encode(),
         ).stdout
-        first, _, rest = raw.partition(b"\n")
+        first, _, header = raw.partition(b"\n")
         if first.endswith(b" missing") or first.endswith(b" ambiguous"):
             raise GitError(
                 f"{self.display_url}: no commit {rev!r} in the mirror; fetch it first",
                 transient=False,
             )
-        header, _, body = rest.partition(b"\n")
+        header = header.rstrip(b"\n")
         if header.endswith(b" missing"):
             return None
-        _, kind, size = header.split()
+        sha, kind, size = header.split()
         if kind != b"blob":
             raise GitError(
                 f"{self.display_url}: {path!r} at {rev} is a {kind.decode()}, not a file",
                 transient=False,
             )
-        return body[: int(size)]
+        if int(size) > load.MAX_FILE_BYTES:
+            raise GitError(
+                f"{self.display_url}: {path!r} at {rev} is {int(size)} bytes, more than "
+                f"the {load.MAX_FILE_BYTES} a file of the repository may have",
+                transient=False,
+            )
+        body = self._git.run(self._g("cat-file", "blob", sha.decode()), "cat-file").stdout
+        return body
 
     def log(
         self,

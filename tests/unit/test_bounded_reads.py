@@ -26,6 +26,7 @@ from reconciler.adapters.git import Mirror
 from reconciler.core import contents, load
 from reconciler.core.load import Unreadable
 from reconciler.core.yamlsource import MAX_ALIAS_VALUES, YAMLSyntaxError, parse_documents
+from reconciler.errors import GitError
 from tests.fixtures.gitservers import run_git
 
 BIG = load.MAX_FILE_BYTES + 1024 * 1024
@@ -365,6 +366,8 @@ def test_git_reads_refuse_links_out_and_big_blobs_without_reading_them(
     def spy(argv: Any, *args: Any, **kwargs: Any) -> Any:
         if "--batch" in argv:
             fed.append(kwargs.get("input") or b"")
+        if "cat-file" in argv:
+            fed.append(" ".join(map(str, argv)).encode())
         return real_run(argv, *args, **kwargs)
 
     monkeypatch.setattr(gitmod.subprocess, "run", spy)
@@ -385,4 +388,10 @@ def test_git_reads_refuse_links_out_and_big_blobs_without_reading_them(
         assert value.problem.startswith(start), (path, value)
     # The big blob's content was never asked of git, so never held in memory.
     assert fed
+    assert not any(big_sha.encode() in batch for batch in fed)
+    # One file at a time (how agents read a pin): refused on its size, never read.
+    fed.clear()
+    with pytest.raises(GitError, match="more than the"):
+        mirror.read_file(head, "machineconfigs/10-big.yaml")
+    assert mirror.read_file(head, "machineconfigs/00-ok.yaml") == b"ok: 1\n"
     assert not any(big_sha.encode() in batch for batch in fed)
