@@ -52,7 +52,10 @@ class ConfigProblem:
         obj = f"{self.kind} {self.name}: " if self.kind and self.name else ""
         field = f"{self.field}: " if self.field else ""
         fix = f"; {self.fix}" if self.fix else ""
-        return f"{where}{obj}{field}{self.problem}{fix}"
+        # A file name that is not UTF-8 reaches us with surrogate escapes (Git trees and
+        # os.walk keep its bytes); print them as \udcff rather than fail to print at all.
+        text = f"{where}{obj}{field}{self.problem}{fix}"
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ConfigError(ReconcilerError):

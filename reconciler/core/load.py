@@ -321,9 +321,11 @@ def load_repository(files: Mapping[str, bytes | str | Unreadable]) -> Repository
 MAX_PROBLEMS_PER_FILE = 50
 """Past this many problems in one file, the rest of it is not checked (and so blocks
 every pool): one broken commit cannot make `validate` print a million lines."""
-MAX_REPOSITORY_BYTES = 64 * 1024 * 1024
+MAX_REPOSITORY_BYTES = 16 * 1024 * 1024
 """All config files together: above this the repository is refused as a whole, which
-bounds the work of one pass whatever a commit holds."""
+bounds the work of one pass whatever a commit holds (libyaml alone parses dense YAML at
+about 1 µs a byte here, so this is some 20 s of parsing at worst; real repositories of
+thousands of MachineConfigs are a few MB)."""
 
 
 def _unreadable(path: str, data: bytes | str, total: int) -> ConfigProblem | None:

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,12 +214,10 @@ def laughs(depth: int = 9, width: int = 9) -> str:
 
 
 def gzip_bomb(size: int = 1 << 30) -> str:
-    """A data: URL of gzip'd zeros that inflates to `size` bytes (about 1 MiB here)."""
-    comp = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    chunk = b"\0" * (1 << 20)
-    out = [comp.compress(chunk) for _ in range(size // len(chunk))]
-    out.append(comp.flush())
-    return "data:;base64," + base64.b64encode(b"".join(out)).decode()
+    """A data: URL of gzip'd zeros that inflates to `size` bytes (about 1 MiB here): one
+    member of 1 MiB of zeros, repeated (gzip streams may be concatenated, RFC 1952)."""
+    member = gzip.compress(b"\0" * (1 << 20), compresslevel=9)
+    return "data:;base64," + base64.b64encode(member * (size >> 20)).decode()
 
 
 def merge_bomb(depth: int = 9, width: int = 9) -> str:
@@ -569,6 +566,12 @@ def cases() -> list[Case]:
         ),
         c("karg-3mib", {NEW: worker_mc(f"kernelArguments: [{'z' * (3 << 20)}]")}, W),
         c("many-scalar-documents", {NEW: "--- 0\n" * 20000}, ALL),
+        c(
+            "repository-over-16mib",
+            {f"machineconfigs/pad-{i}.yaml": "# " + "p" * (7 << 19) + "\n" for i in range(5)},
+            ALL,
+            says="in all",
+        ),
         # bombs
         c(
             "billion-laughs-kargs",
@@ -609,6 +612,14 @@ def cases() -> list[Case]:
                     )
                 )
             },
+            NONE,
+            bad=False,
+        ),
+        # odd names: bytes that are not UTF-8, a newline
+        c("file-name-not-utf8", {"machineconfigs/\udcff.yaml": "a: [\n"}, ALL),
+        c(
+            "file-name-newline",
+            {"machineconfigs/a\nb.yaml": worker_mc("kernelArguments: [nl=1]")},
             NONE,
             bad=False,
         ),
