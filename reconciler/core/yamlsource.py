@@ -11,7 +11,7 @@ each as a `YAMLSyntaxError` (a problem of that file).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,10 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
             lines: dict[Any, int] = {}
             for key_node, value_node in node.value:
                 k = self.build(key_node, memo)
+                if not isinstance(k, Hashable):
+                    # `? [a, b]: c` is YAML, but no Kubernetes object has such a key
+                    # (PyYAML refuses it too: "found unhashable key").
+                    raise _KeyTypeError(type(k).__name__, key_node.start_mark.line + 1)
                 if k in mapping:
                     raise DuplicateKeyError(
                         k, key_node.start_mark.line + 1, lines.get(k, key_node.start_mark.line)
@@ -180,6 +184,12 @@ class YAMLSyntaxError(ReconcilerError):
         self.line = line
 
 
+class _KeyTypeError(yaml.YAMLError):
+    def __init__(self, kind: str, line: int) -> None:
+        super().__init__(f"a mapping key is a {kind}, which no object can have")
+        self.line = line
+
+
 def parse_documents(text: str) -> list[Any]:
     """All documents of a YAML stream, or `YAMLSyntaxError` with the line."""
     loader = _Loader(text)
@@ -188,7 +198,7 @@ def parse_documents(text: str) -> list[Any]:
         while loader.check_node():
             docs.append(loader.build_document(loader.get_node()))
         return docs
-    except (DuplicateKeyError, _BoundError) as exc:
+    except (DuplicateKeyError, _BoundError, _KeyTypeError) as exc:
         raise YAMLSyntaxError(str(exc), exc.line) from exc
     except RecursionError as exc:
         # libyaml allows 1,000 levels; the walk above uses Python's stack, which ends

@@ -263,6 +263,8 @@ def cases() -> list[Case]:
         c("yaml-bad-directive", {NEW: "%YAML 2.0\n---\na: 1\n"}, ALL),
         c("yaml-second-document-broken", {MF: MASTER_MC + "---\nkind: [\n"}, ALL),
         c("yaml-deep-nesting", {NEW: "a: " + "[" * 5000 + "]" * 5000 + "\n"}, ALL),
+        c("yaml-list-key", {NEW: "? [a, b]\n: c\n"}, ALL, says="mapping key is a list"),
+        c("yaml-map-key-in-mc", {NEW: worker_mc("kernelArguments: [a]\n? {x: 1}\n: y")}, ALL),
         c("yaml-empty-file", {NEW: ""}, NONE, bad=False),
         c("yaml-comments-only", {NEW: "# nothing here\n# at all\n"}, NONE, bad=False),
         c("yaml-empty-documents", {NEW: "---\n---\n---\n"}, NONE, bad=False),
