@@ -1,12 +1,14 @@
 """The `reconciler` command: click commands over the core and adapters.
 
 Errors become exit codes and one-line messages on stderr; a traceback only with
-`--debug`. Exit codes: 0 success, 1 an error (bad config, failed build, ...), 2 usage,
-3 an unexpected failure (a bug).
+`--debug`. Exit codes (`cli_output`, docs/cli.md): 0 success, 1 an error (bad config,
+failed build, ...), 2 only "some pool changes" under `plan --detailed-exitcode`, 3 an
+unexpected failure (a bug), 64 a usage error. `-o json` prints one enveloped document.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import shutil
@@ -21,7 +23,16 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from reconciler import building, controller, holds, planning, review, review_output
+from reconciler import (
+    building,
+    cli_output,
+    controller,
+    extras,
+    holds,
+    planning,
+    review,
+    review_output,
+)
 from reconciler.adapters import builders, git, localgit, worktree
 from reconciler.adapters.registry import RegistryClient
 from reconciler.adapters.watch import RepositoryWatcher
@@ -39,7 +50,7 @@ from reconciler.cli_options import (
 )
 from reconciler.core import containerfile as containerfile_gen
 from reconciler.core import identity, imageplan, load, pins, schemas, verdict
-from reconciler.errors import ConfigError, InternalError, ReconcilerError
+from reconciler.errors import ConfigError, ConfigProblem, InternalError, ReconcilerError
 from reconciler.status import Status, StatusStore
 from reconciler.webhook import WebhookServer
 
@@ -75,23 +86,45 @@ class _Commands(click.Group):
     1; anything else is a bug, said in one line with exit 3. Tracebacks only with
     `--debug`, the same under `main()` and click's test runner."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # the group's own options
+            exc.exit_code = cli_output.EXIT_USAGE  # type: ignore[misc]  # click: a ClassVar
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            # click's 2 is what `plan --detailed-exitcode` says for "changes": a typo in
+            # a CI step must not read as success with changes.
+            exc.exit_code = cli_output.EXIT_USAGE  # type: ignore[misc]  # click: a ClassVar
+            raise
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
             if (ctx.obj or {}).get("debug"):
                 raise
-            code = 1
+            code = cli_output.EXIT_ERROR
             if not isinstance(exc, ReconcilerError):
-                exc, code = InternalError(f"running {ctx.invoked_subcommand}", exc), 3
+                exc = InternalError(f"running {ctx.invoked_subcommand}", exc)
+                code = cli_output.EXIT_INTERNAL
             for line in str(exc).splitlines():
                 click.echo(f"error: {line}", err=True)
             ctx.exit(code)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_name=extras.DISTRIBUTION, prog_name="reconciler", message="%(prog)s %(version)s"
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
@@ -99,6 +132,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     MachineConfigs, MachineConfigPools and MachineOSConfigs in Git become one pinned,
     layered bootc image per pool.
+
+    Exit codes: 0 fine, 1 an error, 2 "changes" (only `plan --detailed-exitcode`), 3 a
+    bug, 64 a usage error. Shell completion (bash; zsh and fish alike):
+    eval "$(_RECONCILER_COMPLETE=bash_source reconciler)"
     """
     ctx.obj = {"debug": debug}
     logging.basicConfig(
@@ -112,7 +149,25 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def load_checked(repo_dir: Path) -> load.Repository:
-    return load.load_repository(worktree.read_config_files(repo_dir))
+    """The work tree's repository; a directory with no configuration in it is an error
+    (a wrong --repo must not pass as "nothing to do")."""
+    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    if not (repo.machine_configs or repo.pools or repo.os_configs or repo.broken
+            or repo.problems):  # fmt: skip
+        raise ConfigError.simple(
+            f"{repo_dir}: no MachineConfig, MachineConfigPool or MachineOSConfig found",
+            fix="pass --repo with the config repository's work tree (see repo-layout/)",
+        )
+    return repo
+
+
+output_option = click.option(
+    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+def echo_json(kind: str, body: dict[str, Any]) -> None:
+    click.echo(cli_output.dumps(kind, body))
 
 
 def pinned_pools(repo_dir: Path) -> list[str]:
@@ -122,13 +177,19 @@ def pinned_pools(repo_dir: Path) -> list[str]:
 
 @cli.command()
 @repo_option
-def validate(repo_dir: Path) -> None:
+@output_option
+def validate(repo_dir: Path, output: str) -> None:
     """Check every file, render every pool and plan its image; list all problems and
-    which pools they block (exit 1 if any). The loop's own judgement: `run` pins the
-    pools this reports as fine, and no other."""
+    which pools they block (exit 1 if any, or if the directory holds no configuration).
+    The loop's own judgement: `run` pins the pools this reports as fine, and no other."""
     repo = load_checked(repo_dir)
     verdicts = verdict.judge(repo, pinned_pools(repo_dir))
     problems = verdict.problems_of(verdicts, repo)
+    if output == "json":
+        echo_json("ValidationResult", _validation_json(repo, verdicts, problems))
+        if problems:
+            raise SystemExit(cli_output.EXIT_ERROR)
+        return
     # Warnings (unused keys, install-time storage, unlabelled configs) never block a
     # pool and do not change the exit code.
     for warning in repo.warnings:
@@ -148,6 +209,32 @@ def validate(repo_dir: Path) -> None:
         f"ok: {len(repo.machine_configs)} MachineConfigs, {len(fine)} pools "
         f"({', '.join(f'{p}={v.rendered.name}' for p, v in fine.items())})"
     )
+
+
+def _problem_json(problem: ConfigProblem) -> dict[str, Any]:
+    return {"file": problem.file, "line": problem.line, "kind": problem.kind,
+            "name": problem.name, "field": problem.field, "problem": problem.problem,
+            "fix": problem.fix, "message": str(problem)}  # fmt: skip
+
+
+def _validation_json(
+    repo: load.Repository,
+    verdicts: Mapping[str, verdict.Verdict],
+    problems: list[ConfigProblem],
+) -> dict[str, Any]:
+    pools: dict[str, Any] = {}
+    for name, v in sorted(verdicts.items()):
+        if isinstance(v, verdict.Ready):
+            pools[name] = {"status": "fine", "renderedConfig": v.rendered.name}
+        else:
+            pools[name] = {"status": "blocked", "error": str(v.error)}
+    return {
+        "valid": not problems,
+        "machineConfigs": len(repo.machine_configs),
+        "pools": pools,
+        "problems": [_problem_json(p) for p in problems],
+        "warnings": [_problem_json(w) for w in repo.warnings],
+    }
 
 
 @cli.command()
@@ -173,11 +260,18 @@ def render(repo_dir: Path, pool: str, output: str) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write one <Kind>.schema.json per kind here instead of printing them.",
 )
-def schema(out_dir: Path | None) -> None:
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["json"]),
+    default="json",
+    help="Printed as one SchemaList document (the only form).",
+)
+def schema(out_dir: Path | None, output: str) -> None:
     """JSON schemas of every kind the repository holds (generated from the models)."""
     docs = schemas.all_schemas()
     if out_dir is None:
-        click.echo(json.dumps(docs, indent=2, sort_keys=True))
+        echo_json("SchemaList", {"schemas": docs})
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     for kind, doc in docs.items():
@@ -205,12 +299,14 @@ def schema(out_dir: Path | None) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A PEM bundle of extra CA certificates to trust in the image.",
 )
+@output_option
 def containerfile_command(
     repo_dir: Path,
     pool: str,
     output_dir: Path | None,
     base_digest: str | None,
     ca_bundle: Path | None,
+    output: str,
 ) -> None:
     """Print the Containerfile that builds a pool's image with podman, buildah or docker."""
     repo = load_checked(repo_dir)
@@ -244,6 +340,11 @@ def containerfile_command(
         (output_dir / "Containerfile").write_text(result.text)
         for name, data in result.context.items():
             (output_dir / name).write_bytes(data)
+    if output == "json":
+        context = {n: base64.b64encode(d).decode() for n, d in sorted(result.context.items())}
+        echo_json("Containerfile", {"pool": pool, "inputsDigest": digest,
+                                    "containerfile": result.text, "context": context})  # fmt: skip
+        return
     click.echo(result.text, nl=False)
 
 
@@ -297,7 +398,7 @@ def plan(
         planner = planning.Planner(client, default_builder=containerfile_builder)
         outcomes = planner.plan_pools(repo, pools or None)
     if output == "json":
-        click.echo(json.dumps(planning.outcomes_summary(outcomes), indent=2, sort_keys=True))
+        echo_json("PlanList", {"items": planning.outcomes_summary(outcomes)})
     else:
         for name in sorted(outcomes):
             click.echo(_plan_text(outcomes[name]))
@@ -319,13 +420,18 @@ def _plan_between(
         base_sha, head_sha = local.resolve(base), local.resolve(head)
         planner = planning.Planner(registry, default_builder=containerfile_builder)
         result = review.review_revisions(local.view, base_sha, head_sha, planner, registry)
+    if not result.pools:
+        raise ConfigError.simple(
+            f"no MachineConfigPool at {base} or at {head} in {repo_dir}",
+            fix="pass --repo with a clone of the config repository (see repo-layout/)",
+        )
     if pools:
         unknown = sorted(set(pools) - set(result.pools))
         if unknown:
             raise ConfigError.simple(f"no pool {', '.join(unknown)} at {base} or {head}")
         result = result.only(pools)
     if output == "json":
-        click.echo(json.dumps(review_output.review_json(result), indent=2, sort_keys=True))
+        echo_json("PlanReview", review_output.review_json(result))
     elif output == "markdown":
         click.echo(review_output.review_markdown(result), nl=False)
     else:
@@ -376,6 +482,7 @@ def _plan_text(outcome: planning.PoolOutcome) -> str:
 )
 @registry_options
 @builder_options
+@output_option
 def build(
     repo_dir: Path,
     pools: tuple[str, ...],
@@ -384,8 +491,10 @@ def build(
     work_dir: Path | None,
     registry: RegistryOptions,
     builder_opts: dict[str, Any],
+    output: str,
 ) -> None:
     """Build and push pools' images (unless they exist); print `repo@sha256:...` for each."""
+    _require_kubernetes_for(containerfile_builder)
     if ref is None:
         repo = load_checked(repo_dir)
     else:
@@ -393,6 +502,7 @@ def build(
             repo = review.load_at(local.view, local.resolve(ref))
     names = list(pools) or sorted(p for p in repo.pools if p in repo.os_configs)
     failures: list[ReconcilerError] = []
+    items: list[dict[str, Any]] = []
     with registry.client() as client:
         planner = planning.Planner(client, default_builder=containerfile_builder)
         outcomes = planner.plan_pools(repo, names)
@@ -401,18 +511,32 @@ def build(
             try:
                 result = _build_one(client, pool, outcomes[pool], available)
             except ReconcilerError as exc:
-                if len(names) == 1:
+                if len(names) == 1 and output != "json":
                     raise
                 failures.append(exc)
+                items.append({"pool": pool, "image": None, "digest": None, "builtBy": None,
+                              "error": str(exc)})  # fmt: skip
                 click.echo(f"{pool}: failed", err=True)
                 continue
+            items.append({"pool": pool, "image": str(result.image), "digest": result.digest,
+                          "builtBy": result.built_by, "error": None})  # fmt: skip
             how = (
                 "existing image, nothing built" if result.built_by == "reused" else result.built_by
             )
             click.echo(f"{pool}: {how}", err=True)
-            click.echo(str(result.image))
+            if output != "json":
+                click.echo(str(result.image))
+    if output == "json":
+        echo_json("BuildResultList", {"items": items})
+        if failures:
+            raise SystemExit(cli_output.EXIT_ERROR)
     if failures:
         raise ReconcilerError("\n".join(str(f) for f in failures))
+
+
+def _require_kubernetes_for(containerfile_builder: ContainerfileBuilder) -> None:
+    if containerfile_builder == "job":
+        extras.require_kubernetes("--containerfile-builder job")
 
 
 def _build_one(
@@ -465,6 +589,14 @@ def _build_one(
 @containerfile_builder_option
 @registry_options
 @builder_options
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="With --once: the pass's report as text or one PassReport document.",
+)
 def run(
     source: GitSource,
     once: bool,
@@ -476,6 +608,7 @@ def run(
     containerfile_builder: ContainerfileBuilder,
     registry: RegistryOptions,
     builder_opts: dict[str, Any],
+    output: str,
 ) -> None:
     """Reconcile the repository: build what changed and commit pins back (long-running).
 
@@ -491,13 +624,25 @@ def run(
     )
     if webhook_listen and not webhook_secret_file:
         raise click.UsageError("--webhook-listen needs --webhook-secret-file")
+    if output == "json" and not once:
+        raise click.UsageError("--output json needs --once (a report per pass)")
+    _require_kubernetes_for(containerfile_builder)
     with controller.WorkDirLock(work), registry.client() as client:
         mirror = git.Mirror(source.url, work / "mirror", source.auth)
         available = builders.available(client, work_dir=work, **builder_opts)
         reconciler = controller.Reconciler(mirror, client, work, settings, available)
         if once:
             report = reconciler.reconcile_once(force=True)
-            click.echo(_pass_text(report))
+            if not report.pools:
+                raise ConfigError.simple(
+                    f"no MachineConfigPool on branch {source.branch!r} of "
+                    f"{git.redact(source.url)} at {report.head[:10]}: nothing to reconcile",
+                    fix="check --repo and --branch (see repo-layout/)",
+                )
+            if output == "json":
+                echo_json("PassReport", _pass_json(report))
+            else:
+                click.echo(_pass_text(report))
             if any(r.state in ("failed", "stalled") for r in report.pools.values()):
                 raise SystemExit(1)
             return
@@ -554,6 +699,20 @@ def _pass_text(report: controller.PassReport) -> str:
     return "\n".join(lines)
 
 
+def _pass_json(report: controller.PassReport) -> dict[str, Any]:
+    pools = {
+        name: {
+            "state": r.state,
+            "image": r.pin.spec.image if r.pin is not None else None,
+            "message": r.message,
+            "transient": r.transient,
+        }
+        for name, r in sorted(report.pools.items())
+    }
+    return {"head": report.head, "commit": report.commit, "skipped": report.skipped,
+            "pools": pools}  # fmt: skip
+
+
 @cli.command()
 @git_options
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
@@ -578,7 +737,7 @@ def status(
     if output == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
-    click.echo(_status_text(doc))
+    click.echo(_status_text(doc, color=review_output.use_color(sys.stdout)))
 
 
 def status_document(
@@ -609,29 +768,67 @@ def status_document(
     }
 
 
-def _status_text(doc: dict[str, Any]) -> str:
+def _status_text(doc: dict[str, Any], now: float | None = None, color: bool = False) -> str:
+    """An aligned table like `oc get mcp` (pool, ready, state, pin as a short digest, age
+    of the state), then one line per pool that needs a word (held, stalled, last error)."""
+    import time  # noqa: PLC0415 - only the status table reads the clock
+
+    when = time.time() if now is None else now
     lines = [f"head {doc['head'][:10]}"]
     if doc["lastPass"] is None:
         lines.append("no pass recorded in this work directory (conditions unknown)")
     elif not doc["statusIsCurrent"]:
         lines.append(f"last pass saw {str(doc['observedHead'])[:10]}: the remote has moved since")
+    rows = [("POOL", "READY", "STATE", "PIN", "SOURCE", "AGE")]
+    notes: list[str] = []
     for name, pool in sorted(doc["pools"].items()):
         conditions = pool.get("conditions", {})
-        true = [
-            k
-            for k in ("Ready", "Building", "Stalled", "Held")
-            if conditions.get(k, {}).get("status")
-        ]
-        lines.append(f"{name}: {', '.join(true) or 'not ready'}")
-        lines.append(f"  pin            {pool.get('pin') or pool.get('pinError') or 'none'}")
-        if pool.get("sourceCommit"):
-            lines.append(f"  source commit  {pool['sourceCommit']}")
+        true = [k for k in ("Building", "Stalled", "Held") if conditions.get(k, {}).get("status")]
+        ready = conditions.get("Ready", {})
+        state = ", ".join(true) or (ready.get("reason") or "-" if conditions else "-")
+        since = [conditions[k]["since"] for k in (*true, "Ready") if k in conditions]
+        rows.append((
+            name,
+            ("True" if ready.get("status") else "False") if conditions else "Unknown",
+            state,
+            _short_pin(pool),
+            str(pool.get("sourceCommit") or "-")[:10],
+            _age(when - since[0]) if since else "-",
+        ))  # fmt: skip
         for key in ("Held", "Stalled"):
             if conditions.get(key, {}).get("status"):
-                lines.append(f"  {key.lower():15}{conditions[key]['message']}")
+                notes.append(f"{name}: {key.lower()}: {conditions[key]['message'].splitlines()[0]}")
         if pool.get("lastError") and not conditions.get("Stalled", {}).get("status"):
-            lines.append(f"  last error     {pool['lastError'].splitlines()[0]}")
-    return "\n".join(lines)
+            notes.append(f"{name}: last error: {pool['lastError'].splitlines()[0]}")
+        if pool.get("pinError"):
+            notes.append(f"{name}: {pool['pinError'].splitlines()[0]}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        text = "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        if color and i == 0:
+            text = click.style(text, bold=True)
+        elif color and row[1] != "True":
+            text = click.style(text, fg="red" if "Stalled" in row[2] else "yellow")
+        lines.append(text)
+    return "\n".join(lines + notes)
+
+
+def _short_pin(pool: Mapping[str, Any]) -> str:
+    """`repo@sha256:<64 hex>` → `sha256:<12 hex>` (the full reference is in `-o json`)."""
+    image = pool.get("pin")
+    if not image:
+        return "invalid" if pool.get("pinError") else "none"
+    digest = str(image).rpartition("@")[2]
+    return digest[:19] if digest.startswith("sha256:") else str(image)
+
+
+def _age(seconds: float) -> str:
+    """kubectl's way: 45s, 12m, 3h, 5d."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
 
 
 @cli.command()
@@ -651,7 +848,7 @@ def history(repo_dir: Path, pool: str | None, rev: str, output: str) -> None:
             fix="check the name (`reconciler history` lists every pool)",
         )
     if output == "json":
-        click.echo(json.dumps(review_output.history_json(entries), indent=2, sort_keys=True))
+        echo_json("HistoryList", {"items": review_output.history_json(entries)})
     else:
         click.echo(review_output.history_text(entries))
 
@@ -687,6 +884,7 @@ def history(repo_dir: Path, pool: str | None, rev: str, output: str) -> None:
     help="Builder the prediction assumes for pools with RUN steps that name none.",
 )
 @registry_options
+@output_option
 def rollback(
     repo_dir: Path,
     pool: str,
@@ -696,6 +894,7 @@ def rollback(
     author: str | None,
     containerfile_builder: ContainerfileBuilder,
     registry: RegistryOptions,
+    output: str,
 ) -> None:
     """Return a pool to an earlier image: `git revert` the config commits since then
     (or, with --hold, commit the earlier pin), then say what the next pass will do.
@@ -708,7 +907,27 @@ def rollback(
         result = review.rollback(
             local, pool, to, planner, client, hold=hold, branch=branch, author=who
         )
+    if output == "json":
+        echo_json("RollbackResult", _rollback_json(result))
+        return
     click.echo(review_output.rollback_text(result))
+
+
+def _rollback_json(result: review.RollbackResult) -> dict[str, Any]:
+    target = result.target
+    return {
+        "pool": result.pool,
+        "mode": result.mode,
+        "point": result.point,
+        "branch": result.branch,
+        "commit": result.commit,
+        "target": target.to_json() if target is not None else None,
+        "reverted": [
+            {"sha": c.sha, "subject": c.subject, "author": f"{c.author_name} <{c.author_email}>"}
+            for c in result.reverted
+        ],
+        "predictions": {p: pred.to_json() for p, pred in sorted(result.predictions.items())},
+    }
 
 
 cli.add_command(agent_command)

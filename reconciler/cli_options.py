@@ -193,29 +193,66 @@ class GitSource:
         return cache / "reconciler" / key[:16]
 
 
-def _git_source(
-    repo_url: str,
-    branch: str,
-    work_dir: Path | None,
+def _git_auth(
     git_token_file: str | None,
     git_username: str | None,
     git_password_file: str | None,
     ssh_key: str | None,
     known_hosts: str | None,
-) -> GitSource:
+    git_ssh_key: str | None,
+) -> GitAuth | None:
     def secret(path: str) -> str:
         return Path(path).read_text().strip()
 
-    auth = None
+    if git_ssh_key is not None:
+        if ssh_key is not None:
+            raise click.UsageError("--git-ssh-key is the old name of --ssh-key: pass one")
+        click.echo("warning: --git-ssh-key is deprecated; use --ssh-key", err=True)
+        ssh_key = git_ssh_key
     if git_token_file:
-        auth = GitAuth.token(secret(git_token_file), username=git_username or "x-access-token")
-    elif git_password_file:
+        return GitAuth.token(secret(git_token_file), username=git_username or "x-access-token")
+    if git_password_file:
         if not git_username:
             raise click.UsageError("--git-password-file needs --git-username")
-        auth = GitAuth.basic(git_username, secret(git_password_file))
-    elif ssh_key:
-        auth = GitAuth.ssh(ssh_key, known_hosts=known_hosts)
-    return GitSource(repo_url, branch, auth, work_dir)
+        return GitAuth.basic(git_username, secret(git_password_file))
+    if ssh_key:
+        return GitAuth.ssh(ssh_key, known_hosts=known_hosts)
+    return None
+
+
+_GIT_AUTH_OPTIONS = [
+    click.option(
+        "--git-token-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="HTTPS: a file holding an access token.",
+    ),
+    click.option("--git-username", help="HTTPS: user name for Basic auth."),
+    click.option(
+        "--git-password-file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="HTTPS: a file holding the password for --git-username.",
+    ),
+    click.option(
+        "--ssh-key",
+        type=click.Path(exists=True, dir_okay=False),
+        help="SSH: the deploy key (private key file).",
+    ),
+    click.option(
+        "--known-hosts",
+        type=click.Path(exists=True, dir_okay=False),
+        help="SSH: known_hosts holding the server's key (default: accept on first use).",
+    ),
+    # The agent's old name for --ssh-key (before issue 15): accepted, hidden, warned about.
+    click.option("--git-ssh-key", type=click.Path(exists=True, dir_okay=False), hidden=True),
+]
+
+git_auth_options = option_group("git_auth", _GIT_AUTH_OPTIONS, _git_auth)
+"""Git credentials only (the agent names its repository itself) → `git_auth: GitAuth | None`.
+The same names on every command that reads the config repository from a remote."""
+
+
+def _git_source(repo_url: str, branch: str, work_dir: Path | None, **auth: str | None) -> GitSource:
+    return GitSource(repo_url, branch, _git_auth(**auth), work_dir)
 
 
 git_options = option_group(
@@ -235,27 +272,7 @@ git_options = option_group(
             help="Mirror and status live here (default: a directory per repository and "
             "branch under $XDG_CACHE_HOME/reconciler).",
         ),
-        click.option(
-            "--git-token-file",
-            type=click.Path(exists=True, dir_okay=False),
-            help="HTTPS: a file holding an access token.",
-        ),
-        click.option("--git-username", help="HTTPS: user name for Basic auth."),
-        click.option(
-            "--git-password-file",
-            type=click.Path(exists=True, dir_okay=False),
-            help="HTTPS: a file holding the password for --git-username.",
-        ),
-        click.option(
-            "--ssh-key",
-            type=click.Path(exists=True, dir_okay=False),
-            help="SSH: the deploy key (private key file).",
-        ),
-        click.option(
-            "--known-hosts",
-            type=click.Path(exists=True, dir_okay=False),
-            help="SSH: known_hosts holding the server's key (default: accept on first use).",
-        ),
+        *_GIT_AUTH_OPTIONS,
     ],
     _git_source,
 )

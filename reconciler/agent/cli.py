@@ -3,7 +3,8 @@ or as a loop (a DaemonSet or a systemd service).
 
 Stage: the agent's entry point; wires the Git pin source, the bootc driver, the
 coordination backend and the health checks into `Agent` (see `agent.py`).
-Exit status with `--once`: 0, or 1 when the host ends the step `degraded`.
+Exit status with `--once`: 0, or 1 when the host ends the step `degraded` or its pool
+is not in the repository; 64 for a usage error (the `reconciler` group's codes).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from reconciler import cli_output, extras
 from reconciler.adapters import bootc as bootc_mod
 from reconciler.adapters import git
 from reconciler.agent import health
@@ -24,8 +26,9 @@ from reconciler.agent.agent import Agent, AgentConfig
 from reconciler.agent.coordination import Coordinator, FleetLock, NoCoordination
 from reconciler.agent.live import LiveApplier
 from reconciler.agent.source import GitPinSource, PoolNotFound, pool_for_labels
-from reconciler.agent.state import Phase, StateStore
-from reconciler.errors import ConfigError, ConfigProblem
+from reconciler.agent.state import AgentState, Phase, StateStore
+from reconciler.cli_options import git_auth_options
+from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
 log = logging.getLogger("reconciler.agent")
 
@@ -124,12 +127,15 @@ def _split(command: str, option: str) -> list[str]:
     is_flag=True,
     help="Do not apply core's SSH keys and password hash live.",
 )
+@git_auth_options
 @click.option(
-    "--git-token-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File holding an HTTPS token for the config repository.",
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="With --once: the step's outcome as a line or one AgentStep document.",
 )
-@click.option("--git-ssh-key", type=click.Path(dir_okay=False, path_type=Path))
 def agent_command(  # click passes every option by keyword
     *,
     repo_url: str,
@@ -160,23 +166,21 @@ def agent_command(  # click passes every option by keyword
     host_root: Path,
     chpasswd: str,
     no_live_settings: bool,
-    git_token_file: Path | None,
-    git_ssh_key: Path | None,
+    git_auth: git.GitAuth | None,
+    output: str,
 ) -> None:
     """Apply this machine's pool pin with `bootc switch`, a few machines at a time."""
+    if output == "json" and not once:
+        raise click.UsageError("--output json needs --once (one document per step)")
     node_name = node or socket.gethostname()
-    auth = None
-    if git_token_file is not None:
-        auth = git.GitAuth.token(git_token_file.read_text().strip())
-    elif git_ssh_key is not None:
-        auth = git.GitAuth.ssh(git_ssh_key)
-    source = GitPinSource(repo_url, state_dir / "git", branch, auth)
+    source = GitPinSource(repo_url, state_dir / "git", branch, git_auth)
 
     coordinator: Coordinator
     kube_coord = None
     if coordination == "kubernetes":
-        # imported here: the kubernetes client takes a second to import, and a
-        # standalone host never needs it
+        extras.require_kubernetes("--coordination kubernetes")
+        # imported here: the kubernetes client is an optional dependency, takes a
+        # second to import, and a standalone host never needs it
         from reconciler.adapters import kube  # noqa: PLC0415
         from reconciler.agent.kubernetes import KubernetesCoordinator  # noqa: PLC0415
 
@@ -241,17 +245,60 @@ def agent_command(  # click passes every option by keyword
     )
     last = ""
     while True:
+        missing = _missing_pool(source, pool, branch)
+        if missing is not None and once:
+            raise missing
+        if missing is not None:
+            # The pool may come with a later commit: wait for it, saying so once.
+            line = f"{pool}: error: {missing}"
+            if line != last:
+                log.error("%s", line)
+                last = line
+            time.sleep(interval)
+            continue
         state = agent.step()
         line = f"{pool}: {state.phase}" + (f": {state.reason}" if state.reason else "")
         if once:
-            click.echo(line)
+            if output == "json":
+                click.echo(cli_output.dumps("AgentStep", _step_json(node_name, state)))
+            else:
+                click.echo(line)
             if state.phase == Phase.DEGRADED:
-                raise SystemExit(1)
+                raise SystemExit(cli_output.EXIT_ERROR)
             return
         if line != last:  # log transitions only
             log.info("%s", line)
             last = line
         time.sleep(interval)
+
+
+def _missing_pool(source: GitPinSource, pool: str, branch: str) -> ConfigError | None:
+    """Why `pool` cannot be followed (no MachineConfigPool of that name on the branch),
+    or None. A Git failure is left to the step, which reports and retries it."""
+    try:
+        known = source.pools()
+    except ReconcilerError:
+        return None
+    if pool in known:
+        return None
+    names = ", ".join(sorted(known)) or "none"
+    return ConfigError(
+        ConfigProblem(
+            f"pool {pool!r} does not exist on branch {branch!r} (pools: {names})",
+            fix="check --pool, or add machineconfigpools/<pool>.yaml",
+        )
+    )
+
+
+def _step_json(node: str, state: AgentState) -> dict[str, object]:
+    return {
+        "node": node,
+        "pool": state.pool,
+        "phase": state.phase.value,
+        "reason": state.reason or None,
+        "image": state.desired.image if state.desired is not None else None,
+        "changedAt": cli_output.rfc3339(state.changed_at),
+    }
 
 
 def _label(text: str) -> tuple[str, str]:

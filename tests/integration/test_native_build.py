@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from reconciler import building, planning
 from reconciler.cli import cli
 from reconciler.errors import RegistryError
+from tests.fixtures import bootc_lint
 from tests.fixtures.registry import BaseImage, RunningRegistry
 from tests.helpers import example_repo, plan_pool
 
@@ -67,7 +68,8 @@ def test_the_image_unpacks_to_the_pools_files(
     )
     labels = inspect["Labels"]
     assert labels["containers.bootc"] == "1"  # inherited from the base
-    assert labels["gitops.bootc.dev/rendered-config"] == plan.rendered.name
+    assert labels["gitops.bootc.dev/pool"] == "worker"
+    assert "gitops.bootc.dev/rendered-config" not in labels  # it hashes the live keys too
     assert labels["gitops.bootc.dev/inputs-digest"] == plan.inputs_digest
     assert len(inspect["Layers"]) == 2
 
@@ -99,11 +101,22 @@ def test_the_image_unpacks_to_the_pools_files(
     tmpfiles = (rootfs / "usr/lib/tmpfiles.d").glob("*.conf")
     lines = "\n".join(p.read_text() for p in tmpfiles)
     assert "/var/lib/node-exporter/textfile/role.prom" in lines
-    assert "/var/home/core/.ssh/authorized_keys" in lines
+    # core and its ~/.ssh, never its keys: the node agent applies those live (issue 12)
+    assert "d /var/home/core/.ssh 0700 core core -" in lines
+    assert "authorized_keys" not in lines
+    assert (rootfs / "usr/lib/sysusers.d/10-gitops-core.conf").exists()
+    assert not any(
+        k.encode() in p.read_bytes()
+        for p in rootfs.rglob("*")
+        if p.is_file() and not p.is_symlink()
+        for k in ("AAAAC3NzaC1lZDI1NTE5AAAAIOM5WxQ1rS2C8dK3mP4v8Z0x6u1sJr3vYwq9nS7aT2bE",)
+    )
     # /var content never lands in the image itself
     assert not (rootfs / "var/lib/node-exporter").exists()
     # the base is still there underneath
     assert (rootfs / "usr/bin/busybox").exists()
+    # and the whole passes bootc's lints that can run here (issue 12)
+    assert bootc_lint.lint_rootfs(rootfs) == []
 
 
 def test_same_inputs_in_another_checkout_give_the_same_digest(
@@ -132,7 +145,7 @@ def test_build_through_the_cli_with_auth_and_tls(
         args += ["--registry-ca", str(reg.ca_file)]
     planned = CliRunner().invoke(cli, ["plan", *args, "--pool", "master", "-o", "json"])
     assert planned.exit_code == 0, planned.output
-    (summary,) = json.loads(planned.output)
+    (summary,) = json.loads(planned.output)["items"]  # a PlanList (docs/cli.md)
     assert summary["builder"] == "native"
     built = CliRunner().invoke(cli, ["build", *args, "--pool", "master"])
     assert built.exit_code == 0, built.output
@@ -147,7 +160,7 @@ def test_containerfile_pools_are_planned_without_a_predicted_digest(
     result = CliRunner().invoke(cli, ["plan", "--repo", str(worker_repo), "--insecure-registry",
                                       registry.host, "-o", "json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    by_pool = {p["pool"]: p for p in json.loads(result.output)}
+    by_pool = {p["pool"]: p for p in json.loads(result.output)["items"]}
     assert by_pool["infra"]["builder"] == "buildah"
     assert by_pool["infra"]["predictedDigest"] is None
     assert any("realtime" in r for r in by_pool["infra"]["reasons"])

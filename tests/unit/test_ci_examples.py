@@ -87,7 +87,7 @@ def reconciler_commands(path: Path) -> list[list[str]]:
 
 @pytest.mark.parametrize("path", [GITHUB, GITLAB], ids=lambda p: p.name)
 def test_every_reconciler_command_in_the_examples_parses(path: Path) -> None:
-    commands = reconciler_commands(path)
+    commands = [c for c in reconciler_commands(path) if c != ["--version"]]
     names = [c[0] for c in commands]
     # validate and plan on every pull request, build ahead of merge as an option
     assert names == ["validate", "plan", "build"]
@@ -104,6 +104,34 @@ def test_every_reconciler_command_in_the_examples_parses(path: Path) -> None:
             assert params["ref"] == "HEAD"
     with pytest.raises(click.UsageError):  # the parsing is strict: a typo would fail
         cli.commands["plan"].make_context("plan", ["--bsae", "main"])
+
+
+@pytest.mark.parametrize("path", [GITHUB, GITLAB], ids=lambda p: p.name)
+def test_the_examples_install_our_distribution_not_the_namesake(path: Path) -> None:
+    """`reconciler` on PyPI is another project: the examples install bootc-reconciler from
+    its repository at a tag, with that tag's constraints, and check the command is ours."""
+    doc = yaml.safe_load(path.read_text())
+    env = doc["env"] if path == GITHUB else doc["variables"]
+    package, constraints = env["RECONCILER_PACKAGE"], env["RECONCILER_CONSTRAINTS"]
+    name, _, url = package.partition(" @ ")
+    assert name == "bootc-reconciler"
+    assert re.fullmatch(r"git\+https://\S+@v\d+\.\d+\.\d+", url), url
+    tag = url.rsplit("@", 1)[1]
+    assert f"/{tag}/constraints.txt" in constraints
+    installs = [s for s in shell_lines(doc) if "pip install" in s]
+    assert installs
+    for script in installs:
+        assert '--constraint "$RECONCILER_CONSTRAINTS" "$RECONCILER_PACKAGE"' in script
+    assert any("reconciler --version" in s for s in shell_lines(doc))
+    assert "reconciler==" not in path.read_text()
+
+
+@pytest.mark.parametrize("path", [GITHUB, GITLAB], ids=lambda p: p.name)
+def test_only_0_and_2_pass_the_plan_step(path: Path) -> None:
+    """A usage error (64) or a bug (3) must fail the check, not only 1."""
+    text = path.read_text()
+    assert 'test "$code" -eq 0 || test "$code" -eq 2' in text
+    assert "-ne 1" not in text
 
 
 def test_the_markdown_is_posted_to_the_pull_or_merge_request() -> None:

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from reconciler.adapters.builders import buildah, kubejob
+from reconciler import extras
+from reconciler.adapters.builders import buildah
 from reconciler.adapters.registry import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def available(
       (default: the pod's own namespace, else `default`).
 
     `build_timeout_s` bounds a build in both. A pool whose builder is missing fails in
-    `building.ensure_image` saying so.
+    `building.ensure_image` saying so. `job` needs the `kubernetes` extra: asked for
+    with a kubeconfig it raises `extras.MissingExtra`; found only in a pod, it is left
+    out (the `buildah` builder may still serve) with a warning that names the extra.
     """
     found: dict[str, Any] = {}
     timeout = build_timeout_s if build_timeout_s is not None else buildah.DEFAULT_TIMEOUT_S
@@ -59,7 +62,16 @@ def available(
         )
     if in_cluster is None:
         in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if kubeconfig is not None or in_cluster:
+    if kubeconfig is None and in_cluster and not extras.has_kubernetes():
+        log.warning(
+            "in a pod, but Job builds need the %r extra: pip install '%s[%s]'",
+            extras.KUBERNETES, extras.DISTRIBUTION, extras.KUBERNETES,
+        )  # fmt: skip
+    elif kubeconfig is not None or in_cluster:
+        extras.require_kubernetes("--kubeconfig (Containerfile builds as Kubernetes Jobs)")
+        # imported here: the kubernetes client is an optional dependency
+        from reconciler.adapters.builders import kubejob  # noqa: PLC0415
+
         found["job"] = kubejob.JobBuilder.connect(
             registry,
             kubeconfig=kubeconfig,
