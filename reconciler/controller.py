@@ -188,7 +188,10 @@ class Reconciler:
                 )
                 continue
             assert isinstance(outcome, planning.PoolPlan)  # noqa: S101 - decide() says so
-            change = self._build(outcome, existing, source, report, reuse_only=choice.reuse_only)
+            change = self._build(
+                outcome, existing, source, report,
+                reuse_only=choice.reuse_only, live_only=choice.live_only,
+            )  # fmt: skip
             if change is not None:
                 if isinstance(current.get(pool), pins.PinError):
                     log.warning("pool %s: replacing an invalid pin (%s)", pool, current[pool])
@@ -204,6 +207,7 @@ class Reconciler:
         report: PassReport,
         *,
         reuse_only: bool,
+        live_only: bool = False,
     ) -> history.PinChange | None:
         pool_status = self.status.pool(plan.pool)
         try:
@@ -215,11 +219,13 @@ class Reconciler:
                     existing, inputs_digest=plan.inputs_digest,
                 )  # fmt: skip
                 return None
-            if plan.builder != "native":
-                # Containerfile builds take a while: say so before, for `status`.
+            if plan.builder != "native" and not live_only:
+                # Containerfile builds take a while: say so before, for `status`
+                # (a live-only change finds the pinned image: nothing to build).
                 if pool_status.set("Building", True, "Building", f"{plan.builder} build of "
                                    f"{plan.target}", self.clock()):  # fmt: skip
-                    log.info("pool %s: building %s with %s", plan.pool, plan.target, plan.builder)
+                    log.info("pool %s: building image for inputs %s with %s", plan.pool,
+                             plan.inputs_digest[:19], plan.builder)  # fmt: skip
                 self.store.save(self.status)
             result = building.ensure_image(self.registry, plan, self.builders)
         except ReconcilerError as exc:
@@ -234,7 +240,7 @@ class Reconciler:
             error = InternalError(f"building pool {plan.pool}", exc)
             report.pools[plan.pool] = PoolReport(plan.pool, "failed", str(error), existing, True)
             return None
-        pin = make_pin(plan, result, source.sha)
+        pin = make_pin(plan, result, source.sha, existing)
         report.pools[plan.pool] = PoolReport(plan.pool, "pinned", result.built_by, pin)
         return history.PinChange(pin, existing)
 
@@ -263,7 +269,8 @@ class Reconciler:
         status.last_pass = now
         if report.commit:
             status.last_commit = report.commit
-            log.info("pushed %s: pinned %s", report.commit[:10], ", ".join(report.changed))
+            log.info("pin commit %s pushed to Git (%s)", report.commit[:10],
+                     ", ".join(report.changed))  # fmt: skip
         for pool, result in report.pools.items():
             _apply(status.pool(pool), result, now)
         for gone in set(status.pools) - set(report.pools):
@@ -301,8 +308,26 @@ class Reconciler:
             trigger.clear()
 
 
-def make_pin(plan: planning.PoolPlan, result: building.BuildResult, source_commit: str) -> pins.Pin:
-    """The pin for a pool's image: what agents apply, and the provenance auditors read."""
+def make_pin(
+    plan: planning.PoolPlan,
+    result: building.BuildResult,
+    source_commit: str,
+    existing: pins.Pin | None = None,
+) -> pins.Pin:
+    """The pin for a pool's image: what agents apply, and the provenance auditors read.
+
+    When `existing` already pins this very image (a change of live settings only), its
+    build facts stay: they say how the image came to be, which has not changed, so such
+    a pin commit changes only `liveConfigDigest`, `renderedConfig` and `sourceCommit`.
+    """
+    build = pins.BuildFacts(builder=result.built_by, base_image_digest=plan.base.digest)
+    if (
+        existing is not None
+        and existing.spec.digest == result.digest
+        and existing.spec.inputs_digest == plan.inputs_digest
+        and existing.spec.build.base_image_digest == plan.base.digest
+    ):
+        build = existing.spec.build
     return pins.Pin(
         metadata=model.ObjectMeta(name=plan.pool),
         spec=pins.PinSpec(
@@ -314,7 +339,8 @@ def make_pin(plan: planning.PoolPlan, result: building.BuildResult, source_commi
             inputs_digest=plan.inputs_digest,
             base_image=plan.base_image,
             source_commit=source_commit,
-            build=pins.BuildFacts(builder=result.built_by, base_image_digest=plan.base.digest),
+            build=build,
+            live_config_digest=plan.live_config_digest,
         ),
     )
 
@@ -360,8 +386,9 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
         changed.append(pool.set("Ready", False, "Unmanaged", result.message, now))
     if any(changed):
         level = logging.WARNING if result.state in ("stalled", "failed") else logging.INFO
-        detail = f": {result.message}" if result.message else ""
-        log.log(level, "pool %s: %s%s", result.pool, result.state, detail)
+        detail = f" ({result.message.splitlines()[0]})" if result.message else ""
+        pinned = f" {result.pin.spec.digest[:19]}" if result.pin is not None else ""
+        log.log(level, "pool %s: %s%s%s", result.pool, result.state, pinned, detail)
 
 
 def _first_lines(exc: BaseException, n: int = 40) -> str:

@@ -68,7 +68,18 @@ class PoolPlan:
     def decision_target(self) -> decision.Target:
         """What `decision.decide` compares a pin with."""
         return decision.Target(
-            self.inputs_digest, reference.repository(self.target), self.architecture
+            self.inputs_digest,
+            reference.repository(self.target),
+            self.architecture,
+            self.live_config_digest,
+        )
+
+    @property
+    def live_config_digest(self) -> str | None:
+        """The pin's `liveConfigDigest`: core's SSH keys and password hash, which nodes
+        apply live (never part of the image or its identity)."""
+        return pins.live_config_digest(
+            self.rendered.ssh_authorized_keys, self.rendered.password_hash
         )
 
     @property
@@ -188,7 +199,7 @@ class Planner:
                 base.config_bytes,
                 built,
                 labels=image.labels,
-                created_by=f"{NATIVE_CREATED_BY} {rendered.name}",
+                created_by=f"{NATIVE_CREATED_BY} {pool}",
             )
         except oci.ManifestError as exc:
             raise ConfigError.simple(

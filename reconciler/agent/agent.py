@@ -577,10 +577,17 @@ class Agent:
         if self.live is None or pin is None:
             return state, "", True
         want = pin.spec.live_config_digest
-        if want is None or want == state.live_applied:
+        if want == state.live_applied:
             return state, "", True
-        settings = self.live.settings(self.source, self.config.pool, snap)
-        if settings is None or settings.live_digest() != want:
+        settings: live_mod.NodeSettings | None
+        if want is None:
+            # the pool no longer gives core keys or a hash: the keys go (the image
+            # never carries them, so nothing else would remove them); a password set
+            # before stays (no hash says what to set instead)
+            settings = live_mod.NodeSettings()
+        else:
+            settings = self.live.settings(self.source, self.config.pool, snap)
+        if settings is None or (want is not None and settings.live_digest() != want):
             return (
                 state,
                 f"the live settings (core's SSH keys, password hash) at {snap.revision[:12]} "

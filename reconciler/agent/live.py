@@ -6,7 +6,7 @@ pool's rendered config at the pin's revision (read by the `PinSource`, checked a
 the pin's `liveConfigDigest`, so what is applied is what the reconciler pinned).
 Effects: core's `authorized_keys` written atomically under the host root, and the
 password hash set with `chpasswd -e` (the hash goes on stdin only: never in an argv, a
-log line, a reason or the state file). Design: `repo-layout/README.md`, "Changes
+log line, a reason or the state file). Design: `deploy/README.md`, "Changes
 without a reboot".
 """
 
@@ -25,8 +25,9 @@ from reconciler.core import pins
 from reconciler.errors import ReconcilerError
 
 CORE = "core"
-# Where the image's tmpfiles.d entry puts core's keys (`reconciler/core/imageplan.py`);
-# the live copy is the same file, so a later image agrees with it.
+# core's keys: only this agent writes them (images carry the user and its ~/.ssh, never
+# the keys: `reconciler/core/imageplan.py`), the whole file, at its first run on a host
+# and at every change of the pin's liveConfigDigest.
 CORE_KEYS = "var/home/core/.ssh/authorized_keys"
 
 

@@ -22,7 +22,7 @@ Layout, in order:
    checkout and owners from the builder.
 5. `config` RUN steps: `chown` for owners given by name, `systemctl enable/disable` for
    units whose `[Install]` lives in the base or a package.
-6. `LABEL`s: content-derived only (pool, rendered config, inputs digest).
+6. `LABEL`s: content-derived only (pool, inputs digest).
 7. The admin's `containerFile` content for the pool's architecture (else `NoArch`),
    verbatim, as MCO appends it last.
 8. `RUN bootc container lint` when the base has bootc, known from its config label

@@ -8,9 +8,11 @@ they cannot disagree.
 
 The order: a pool that cannot be planned keeps its pin (stalled when the user must fix
 something, failed when a retry may help); an unmanaged pool gets no image; a held pool
-stays at its pin; a pin that already is the plan's image stays; otherwise the plan's
-image is pinned, found by identity or built (or, when a build failed for these inputs
-before, only found).
+stays at its pin; a pin that already is the plan's image, with the plan's live
+settings, stays; otherwise the plan's image is pinned, found by identity or built (or,
+when a build failed for these inputs before, only found). A pin whose image is right
+but whose `liveConfigDigest` is not is pinned again too (`Decision.live_only`): the
+same image, found by identity, with the new digest; nodes apply it without a reboot.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class Target:
     repository: str
     """`registry/repo` it is pushed to."""
     architecture: str
+    live_config_digest: str | None = None
+    """What nodes apply live (core's SSH keys and password hash), by digest
+    (`pins.live_config_digest`); None when the pool has none."""
 
 
 @dataclass(frozen=True)
@@ -40,16 +45,25 @@ class Decision:
     reuse_only: bool = False
     """`build` after a build failed for good for these inputs: pin the image only if it
     exists by now (built elsewhere), do not run the builder again."""
+    live_only: bool = False
+    """`build` where only the live settings differ from the pin: the image stays (so
+    nothing is built and no node reboots); only `liveConfigDigest` changes."""
 
 
-def satisfies(pin: pins.Pin, target: Target) -> bool:
-    """Whether the pin already is the target image: same inputs, repository and
-    architecture (then nothing needs doing, not even a registry request)."""
+def same_image(pin: pins.Pin, target: Target) -> bool:
+    """Whether the pin already names the target image: same inputs, repository and
+    architecture."""
     return (
         pin.spec.inputs_digest == target.inputs_digest
         and pin.spec.image.startswith(f"{target.repository}@")
         and pin.spec.architecture == target.architecture
     )
+
+
+def satisfies(pin: pins.Pin, target: Target) -> bool:
+    """Whether the pin already is the target: its image and its live settings (then
+    nothing needs doing, not even a registry request)."""
+    return same_image(pin, target) and pin.spec.live_config_digest == target.live_config_digest
 
 
 def decide(
@@ -75,4 +89,5 @@ def decide(
         return Decision("held", hold)
     if pin is not None and satisfies(pin, target):
         return Decision("unchanged")
-    return Decision("build", reuse_only=failed_inputs == target.inputs_digest)
+    live_only = pin is not None and same_image(pin, target)
+    return Decision("build", reuse_only=failed_inputs == target.inputs_digest, live_only=live_only)

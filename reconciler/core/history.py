@@ -80,6 +80,10 @@ def pin_commit_message(changes: Sequence[PinChange], source_subject: str) -> str
             "job": "built by a Kubernetes Job",
         }[spec.build.builder]
         was = f"was {change.previous.spec.digest[7:19]}" if change.previous else "first pin"
+        if change.previous is not None and change.previous.spec.digest == spec.digest:
+            # the same image: only what nodes apply live changed (no reboot)
+            how = "the same image, new live settings (core's SSH keys, password hash)"
+            was = "no reboot"
         lines.append(f"- {spec.pool}: {spec.rendered_config}, {how} ({was})")
     lines.append("")
     for change in changes:

@@ -17,8 +17,10 @@ What is hashed, field by field (anything not listed cannot change the image):
 - `architecture`: the base manifest and the kernel/package steps depend on it;
 - `baseImageDigest`: the resolved digest, never the tag as written, so a moving tag
   is a new input and a respelled tag that resolves to the same digest is not;
-- `rendered`: the rendered spec (config, kargs, extensions, kernelType, fips,
-  osImageURL as written). Its name is derived from it, so it is not hashed twice;
+- `rendered`: the rendered spec as images are made of it (`RenderedConfig.image_spec`:
+  config, kargs, extensions, kernelType, fips, osImageURL as written), that is without
+  core's `sshAuthorizedKeys` and `passwordHash`, which nodes apply live (the pin's
+  `liveConfigDigest`): a key or password change is the same image, and no reboot;
 - MachineOSConfig: only the `containerFile` entry used for the architecture (its own,
   else `NoArch`). `renderedImagePushSpec` (where the image goes, not what it is),
   `imageBuilder` (who builds), the secret names (credentials, not content),
@@ -31,9 +33,10 @@ What is hashed, field by field (anything not listed cannot change the image):
   (`ReconcilerConfig.spec.caBundle`, unless the caller passes another);
 - `builderFormatVersion`: `oci.BUILDER_FORMAT_VERSION`.
 
-Labels are content-derived only: pool, rendered config name, inputs digest. Never a
-commit SHA or a time, so reverting a commit reproduces the old inputs, the old tag
-and the old image.
+Labels are content-derived only: pool and inputs digest. Never a commit SHA or a time,
+so reverting a commit reproduces the old inputs, the old tag and the old image. Not the
+rendered config's name either: it hashes the live settings too, so one image serves
+every rendered config that differs from another only in them (the pin names which).
 """
 
 from __future__ import annotations
@@ -41,12 +44,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.core import canonical, model, oci, reference
+from reconciler.core import canonical, model, oci, pins, reference
 from reconciler.core.merge import RenderedConfig
 
 LABEL_PREFIX = f"{model.OUR_GROUP}/"
 POOL_LABEL = f"{LABEL_PREFIX}pool"
-RENDERED_LABEL = f"{LABEL_PREFIX}rendered-config"
 INPUTS_LABEL = f"{LABEL_PREFIX}inputs-digest"
 
 DIGEST_RE = canonical.SHA256_DIGEST_RE
@@ -108,7 +110,7 @@ def inputs_document(
         "pool": rendered.pool,
         "architecture": architecture,
         "baseImageDigest": base_digest,
-        "rendered": rendered.spec,
+        "rendered": rendered.image_spec(),
         "containerFile": (
             {"arch": cf.containerfile_arch, "content": cf.content} if cf is not None else None
         ),
@@ -156,8 +158,8 @@ def image_tag(pool: str, digest: str) -> str:
 
 
 def image_labels(rendered: RenderedConfig, digest: str | None = None) -> dict[str, str]:
-    """Our labels on the image: pool, rendered config, and the inputs digest if known."""
-    labels = {POOL_LABEL: rendered.pool, RENDERED_LABEL: rendered.name}
+    """Our labels on the image: the pool, and the inputs digest if known."""
+    labels = {POOL_LABEL: rendered.pool}
     if digest is not None:
         labels[INPUTS_LABEL] = digest
     return labels
@@ -175,11 +177,15 @@ def config_fingerprint(
 
     Holds (DESIGN §6) end when "the pool's inputs change again"; replicas must agree
     on that from history alone, without asking a registry what a tag meant then, so
-    they compare this instead of the inputs digest.
+    they compare this instead of the inputs digest. The live settings count as inputs
+    here (by their digest): a key change ends a hold, as any other config change does.
     """
     doc = inputs_document(
         "sha256:" + "0" * 64, rendered, os_config, settings, architecture=architecture
     )
     doc["baseImageDigest"] = None
     doc["baseImage"] = rendered.spec.get("osImageURL", "")
+    doc["liveConfigDigest"] = pins.live_config_digest(
+        rendered.ssh_authorized_keys, rendered.password_hash
+    )
     return canonical.sha256_digest(canonical.canonical_json(doc))

@@ -65,11 +65,14 @@ _LIST_KEYS: dict[str, str | None] = {
 }
 _CONCAT = {"append"}  # Ignition's IgnoreDuplicates: plain append
 _NODE_SECTIONS = ("files", "directories", "links")
+# What a node agent applies live, without an image (MCD: `updateSSHKeys`, `SetPasswordHash`).
+LIVE_USER_FIELDS = frozenset({"sshAuthorizedKeys", "passwordHash"})
 
 
 @dataclass(frozen=True)
 class RenderedConfig:
-    """A pool's merged config. `spec` is what gets hashed and what images are made of."""
+    """A pool's merged config. `spec` is all of it (the name hashes it); images are made
+    of `image_spec()`, and nodes apply the rest live."""
 
     pool: str
     name: str
@@ -82,21 +85,41 @@ class RenderedConfig:
         return config
 
     @property
+    def core_user(self) -> Mapping[str, Any] | None:
+        """core's entry in `passwd.users`, if a config declares it."""
+        for user in self.ignition.get("passwd", {}).get("users", ()):
+            if user.get("name") == "core":
+                found: Mapping[str, Any] = user
+                return found
+        return None
+
+    @property
     def password_hash(self) -> str | None:
         """core's `passwordHash`: for the node agent, which sets it live (MCD applies it
         without a reboot); never part of an image."""
-        for user in self.ignition.get("passwd", {}).get("users", ()):
-            if user.get("name") == "core" and user.get("passwordHash") is not None:
-                return str(user["passwordHash"])
+        core = self.core_user
+        if core is not None and core.get("passwordHash") is not None:
+            return str(core["passwordHash"])
         return None
 
+    @property
+    def ssh_authorized_keys(self) -> tuple[str, ...]:
+        """core's `sshAuthorizedKeys`, in merge order: applied live by the node agent
+        (MCD writes them without a reboot); never part of an image."""
+        core = self.core_user
+        return tuple(str(k) for k in (core.get("sshAuthorizedKeys") or ())) if core else ()
+
     def image_spec(self) -> dict[str, Any]:
-        """`spec` without what never goes into an image (core's `passwordHash`): what an
-        image's identity should hash, so rotating the password rebuilds nothing."""
+        """`spec` without what nodes apply live (core's `sshAuthorizedKeys` and
+        `passwordHash`, `LIVE_USER_FIELDS`): what an image is made of and its identity
+        hashes, so rotating a key or the password rebuilds nothing and reboots no node.
+        The `core` user itself stays (the image declares it, see `imageplan`)."""
         spec = dict(self.spec)
         passwd = spec["config"].get("passwd")
-        if passwd and any("passwordHash" in u for u in passwd.get("users", ())):
-            users = [{k: v for k, v in u.items() if k != "passwordHash"} for u in passwd["users"]]
+        if passwd and any(set(u) & LIVE_USER_FIELDS for u in passwd.get("users", ())):
+            users = [
+                {k: v for k, v in u.items() if k not in LIVE_USER_FIELDS} for u in passwd["users"]
+            ]
             spec["config"] = {**spec["config"], "passwd": {**passwd, "users": users}}
         return spec
 

@@ -42,7 +42,9 @@ from reconciler.core import canonical
 from reconciler.core.layer import Layer
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
-BUILDER_FORMAT_VERSION = "2"
+# 3: core's SSH keys out of the image, no rendered-config name in labels, kargs.d,
+# tmpfiles.d or history (nodes apply the keys live).
+BUILDER_FORMAT_VERSION = "3"
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -13,7 +13,7 @@ agent's second gate: the image must live in the repository the pool's MachineOSC
 pushes to, so a pin edited to name any other registry is not applied.
 
 Live settings (`liveConfigDigest`): what a node applies without a new image or a
-reboot (core's SSH keys and password hash; design in `repo-layout/README.md`, "Changes
+reboot (core's SSH keys and password hash; design in `deploy/README.md`, "Changes
 without a reboot"). The pin carries only a digest of them, never their value; the agent
 reads them from the rendered config at `sourceCommit`.
 """

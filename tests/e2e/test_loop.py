@@ -15,6 +15,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -414,3 +415,76 @@ def test_a_failed_containerfile_build_is_a_pool_condition_never_a_pin(
     assert again.pools["infra"].state == "stalled"
     assert "about to fail" in again.pools["infra"].message
     assert len(list((work / "build-logs").glob("infra-*.log"))) == builds_before
+
+
+# --- changes without a reboot (issue 12) ------------------------------------------------------
+
+
+def test_an_ssh_key_only_commit_repins_the_same_image_and_reaches_the_node_without_a_reboot(
+    fleet: Fleet, bootc_host: Any, tmp_path: Path
+) -> None:
+    from reconciler.adapters.bootc import Bootc, Timeouts
+    from reconciler.agent import health
+    from reconciler.agent.agent import Agent, AgentConfig
+    from reconciler.agent.coordination import NoCoordination
+    from reconciler.agent.live import CORE_KEYS, LiveApplier
+    from reconciler.agent.source import GitPinSource
+    from reconciler.agent.state import Phase, StateStore
+
+    r = fleet.reconciler()
+    r.reconcile_once()
+    before = fleet.pin("worker")
+    assert before.spec.live_config_digest is not None  # the examples give core two keys
+    tags, uploaded = fleet.tags("worker"), r.registry.bytes_uploaded
+
+    # a node booted from the pinned image (the bootc stand-in; the agent reads Git)
+    repo = before.spec.image.partition("@")[0]
+    bootc_host.add_image(repo, before.spec.digest)
+    bootc_host.install(before.spec.image)
+    store = StateStore(tmp_path / "agent-state")
+    agent = Agent(
+        config=AgentConfig(pool="worker"),
+        source=GitPinSource(fleet.server.url, tmp_path / "agent-git", auth=fleet.server.auth),
+        bootc=Bootc([str(bootc_host.bootc)], timeouts=Timeouts(status=10, switch=30, rollback=10)),
+        coordinator=NoCoordination(),
+        store=store,
+        health_checks=[health.UnitActive(systemctl=str(bootc_host.systemctl))],
+        reboot_command=bootc_host.reboot_command,
+        boot_id=lambda: health.read_boot_id(bootc_host.boot_id_file),
+        live=LiveApplier(root=tmp_path / "hostroot", owner=None),
+    )
+    first = agent.step()
+    assert first.phase == Phase.DONE, first.reason
+    assert "applied core's SSH keys (2) live" in first.reason  # the agent's first run
+    keys_file = tmp_path / "hostroot" / CORE_KEYS
+    assert len(keys_file.read_text().splitlines()) == 2
+    boot_id = bootc_host.boot_id_file.read_text()
+
+    # an admin adds a key: nothing else changes
+    ssh = "machineconfigs/99-worker-ssh.yaml"
+    added = (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINewKeyForTheE2eTestOnly0000000000000 new@example.com"
+    )
+    text = fleet.file(ssh)
+    fleet.commit({ssh: text + f"            - {added}\n"}, "worker: one more SSH key")
+    report = r.reconcile_once()
+    assert report.changed == ["worker"]
+    after = fleet.pin("worker")
+    assert (after.spec.image, after.spec.digest) == (before.spec.image, before.spec.digest)
+    assert after.spec.inputs_digest == before.spec.inputs_digest
+    assert after.spec.build == before.spec.build  # how the image came to be: unchanged
+    assert after.spec.live_config_digest not in (None, before.spec.live_config_digest)
+    changed = {k for k, v in after.spec.model_dump().items() if v != before.spec.model_dump()[k]}
+    assert changed == {"live_config_digest", "rendered_config", "source_commit"}
+    assert fleet.tags("worker") == tags  # no new image ...
+    assert r.registry.bytes_uploaded == uploaded  # ... nothing built or pushed
+    assert "no reboot" in fleet.server.git("log", "-1", "--format=%B", "main")
+
+    state = agent.step()
+    assert state.phase == Phase.DONE, state.reason
+    assert state.reason == (
+        f"booted {before.spec.digest}; applied core's SSH keys (3) live, without a reboot"
+    )
+    assert keys_file.read_text().splitlines()[-1] == added
+    assert bootc_host.boot_id_file.read_text() == boot_id  # no reboot
+    assert not [c for c in bootc_host.calls() if c[:1] == ["switch"]]

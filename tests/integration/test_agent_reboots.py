@@ -400,6 +400,30 @@ def test_an_ssh_key_change_reaches_the_node_without_a_reboot(host, tmp_path) -> 
     assert agent.step().reason == state.reason  # applied once
 
 
+def test_removing_every_key_empties_the_key_file_without_a_reboot(host, tmp_path) -> None:
+    # Images never carry core's keys, so when the pool stops giving any (the pin has no
+    # liveConfigDigest any more) only the agent can take the last ones away.
+    source = MemoryPinSource()
+    first = NodeSettings(KARGS, (KEY_1,))
+    source.publish(
+        "worker",
+        pin_text("worker", f"{REPO}@{A}", live=first.live_digest()),
+        PoolPolicy("worker", push_spec=REPO),
+        first,
+    )
+    agent = make_agent(host, source, tmp_path)
+    assert agent.step().phase == Phase.DONE
+    keys = tmp_path / "hostroot" / CORE_KEYS
+    assert keys.read_text() == f"{KEY_1}\n"
+    source.publish("worker", pin_text("worker", f"{REPO}@{A}"), settings=NodeSettings(KARGS))
+    state = agent.step()
+    assert state.phase == Phase.DONE
+    assert state.reason == f"booted {A}; applied core's SSH keys (0) live, without a reboot"
+    assert keys.read_text() == ""
+    assert calls(host, "switch") == []
+    assert soft_reboots(host) == 0
+
+
 def test_a_password_hash_is_applied_live_and_never_written_down(host, tmp_path, caplog) -> None:
     got = tmp_path / "chpasswd-stdin"
     settings = NodeSettings(KARGS, (KEY_1,), HASH)

@@ -11,10 +11,15 @@ from reconciler.core import decision, model, pins
 INPUTS = "sha256:" + "1" * 64
 OTHER = "sha256:" + "2" * 64
 REPO = "registry.example.com/fleet/worker"
+LIVE = "sha256:" + "5" * 64
+LIVE_2 = "sha256:" + "6" * 64
 TARGET = decision.Target(INPUTS, REPO, "amd64")
+LIVE_TARGET = decision.Target(INPUTS, REPO, "amd64", LIVE)
 
 
-def pin(inputs: str = INPUTS, repo: str = REPO, arch: str = "amd64") -> pins.Pin:
+def pin(
+    inputs: str = INPUTS, repo: str = REPO, arch: str = "amd64", live: str | None = None
+) -> pins.Pin:
     digest = "sha256:" + "3" * 64
     return pins.Pin(
         metadata=model.ObjectMeta(name="worker"),
@@ -28,12 +33,13 @@ def pin(inputs: str = INPUTS, repo: str = REPO, arch: str = "amd64") -> pins.Pin
             base_image="quay.io/fedora/fedora-bootc:42",
             source_commit="a" * 40,
             build=pins.BuildFacts(builder="native", base_image_digest="sha256:" + "4" * 64),
+            live_config_digest=live,
         ),
     )
 
 
 HOLD = "pin set by Admin in abc (revert); held until the pool's inputs change"
-# (id, decide(...) keywords, expected action, expected reuse_only)
+# (id, decide(...) keywords, expected action, expected reuse_only[, expected live_only])
 TABLE = [
     ("config problem, pinned", {"target": None, "problem": "bad", "pin": pin()}, "stalled", False),
     ("config problem, never pinned", {"target": None, "problem": "bad"}, "stalled", False),
@@ -53,15 +59,26 @@ TABLE = [
     ("failed before for these inputs", {"target": TARGET, "failed_inputs": INPUTS}, "build", True),
     ("failed before for other inputs", {"target": TARGET, "failed_inputs": OTHER}, "build", False),
     ("failed before, but the pin matches", {"target": TARGET, "pin": pin(), "failed_inputs": INPUTS}, "unchanged", False),
+    # live settings (issue 12): the same image with another liveConfigDigest is re-pinned
+    ("live settings unchanged", {"target": LIVE_TARGET, "pin": pin(live=LIVE)}, "unchanged", False),
+    ("live settings changed", {"target": LIVE_TARGET, "pin": pin(live=LIVE_2)}, "build", False, True),
+    ("live settings added", {"target": LIVE_TARGET, "pin": pin()}, "build", False, True),
+    ("live settings removed", {"target": TARGET, "pin": pin(live=LIVE)}, "build", False, True),
+    ("live and image changed", {"target": LIVE_TARGET, "pin": pin(OTHER, live=LIVE_2)}, "build", False, False),
+    ("live changed, other repository", {"target": LIVE_TARGET, "pin": pin(repo=REPO + "-2")}, "build", False, False),
+    ("live changed, but held", {"target": LIVE_TARGET, "pin": pin(live=LIVE_2), "hold": HOLD}, "held", False),
+    ("live changed, never pinned", {"target": LIVE_TARGET}, "build", False, False),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("kw", "action", "reuse_only"), [t[1:] for t in TABLE], ids=[t[0] for t in TABLE]
+    ("kw", "action", "reuse_only", "live_only"),
+    [(*t[1:], *(() if len(t) > 4 else (False,))) for t in TABLE],
+    ids=[t[0] for t in TABLE],
 )
-def test_decision_table(kw: dict, action: str, reuse_only: bool) -> None:  # type: ignore[type-arg]
+def test_decision_table(kw: dict, action: str, reuse_only: bool, live_only: bool) -> None:  # type: ignore[type-arg]
     got = decision.decide(**kw)
-    assert (got.action, got.reuse_only) == (action, reuse_only)
+    assert (got.action, got.reuse_only, got.live_only) == (action, reuse_only, live_only)
     if action in ("stalled", "failed"):
         assert got.reason == kw["problem"]  # the pool's status says why
     if action == "held":

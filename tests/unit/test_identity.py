@@ -3,6 +3,8 @@ and labels derive from content only."""
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -193,12 +195,33 @@ def test_labels_are_content_derived_only() -> None:
     rc = rendered()
     d = digest(rendered=rc)
     labels = identity.image_labels(rc, d)
-    assert labels == {
-        "gitops.bootc.dev/pool": "infra",
-        "gitops.bootc.dev/rendered-config": rc.name,
-        "gitops.bootc.dev/inputs-digest": d,
-    }
-    assert identity.image_labels(rc) == {
-        "gitops.bootc.dev/pool": "infra",
-        "gitops.bootc.dev/rendered-config": rc.name,
-    }
+    assert labels == {"gitops.bootc.dev/pool": "infra", "gitops.bootc.dev/inputs-digest": d}
+    # no rendered-config name: it hashes the live settings too, and one image serves
+    # every rendered config that differs only in them
+    assert identity.image_labels(rc) == {"gitops.bootc.dev/pool": "infra"}
+
+
+def with_core(rc: RenderedConfig, **core: Any) -> RenderedConfig:
+    spec = dict(rc.spec)
+    spec["config"] = {**spec["config"], "passwd": {"users": [{"name": "core", **core}]}}
+    return RenderedConfig(rc.pool, rc.name + "-core", spec, rc.sources)
+
+
+def test_live_settings_are_not_inputs_of_the_image() -> None:
+    # Issue 12: core's keys and password hash are applied live by nodes, so changing
+    # them is the same inputs digest (the same tag, nothing built) ...
+    base = with_core(rendered(), sshAuthorizedKeys=["ssh-ed25519 AAAA a"])
+    rotated = with_core(rendered(), sshAuthorizedKeys=["ssh-ed25519 AAAB b"], passwordHash="$6$s$h")
+    assert digest(rendered=rotated) == digest(rendered=base)
+    doc = identity.inputs_document(BASE, rotated, None, SETTINGS, architecture="amd64")
+    assert "$6$s$h" not in json.dumps(doc)
+    assert "AAAB" not in json.dumps(doc)
+    # ... declaring core at all is an image input (it makes the user and its ~/.ssh)
+    spec = dict(base.spec)
+    spec["config"] = {k: v for k, v in spec["config"].items() if k != "passwd"}
+    assert digest(rendered=base) != digest(rendered=RenderedConfig("infra", "n", spec, ()))
+    # ... but a hold ends on them: they are the pool's inputs as Git states them
+    fp = functools.partial(identity.config_fingerprint, os_config=None, settings=SETTINGS,
+                           architecture="amd64")  # fmt: skip
+    assert fp(rotated) != fp(base)
+    assert fp(with_core(rendered(), sshAuthorizedKeys=["ssh-ed25519 AAAA a"])) == fp(base)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from reconciler.adapters import worktree
-from reconciler.core import imageplan, load, merge, model
+from reconciler.core import imageplan, layer, load, merge, model
 from reconciler.core.imageplan import ImagePlan, plan_image
 from reconciler.core.layer import Entry
 from reconciler.core.merge import RenderedConfig
@@ -513,7 +513,9 @@ def test_update_timer_is_always_masked_and_cannot_be_configured() -> None:
 KEYS = ["ssh-ed25519 AAAAC3Nza admin@example.com", "ssh-ed25519 AAAAC3Nzb oncall@example.com"]
 
 
-def test_core_ssh_keys_become_a_tmpfiles_file_owned_by_core() -> None:
+def test_core_ssh_keys_are_not_in_the_image_but_core_and_its_ssh_dir_are() -> None:
+    # Issue 12: nodes apply the keys live (no reboot); the image makes the user and the
+    # place for the keys, so the agent's first run (or a later one) only writes the file.
     p = plan({"passwd": {"users": [{"name": "core", "sshAuthorizedKeys": KEYS}]}})
     assert tmpfile_line(p, "/var/home/core") == ["d", "/var/home/core", "0700", "core", "core", "-"]
     assert tmpfile_line(p, "/var/home/core/.ssh") == [
@@ -524,9 +526,9 @@ def test_core_ssh_keys_become_a_tmpfiles_file_owned_by_core() -> None:
         "core",
         "-",
     ]
-    kind, _, mode, user, group, _, arg = tmpfile_line(p, imageplan.CORE_KEYS)
-    assert (kind, mode, user, group) == ("f+~", "0600", "core", "core")
-    assert base64.b64decode(arg).decode().splitlines() == KEYS
+    assert not any(imageplan.CORE_KEYS in line for line in p.tmpfiles)
+    image_bytes = layer.write_tar(p.entries)
+    assert all(k.split()[1].encode() not in image_bytes for k in KEYS)
     # the owner exists at boot even on bases without core (sysusers.d(5) syntax)
     sysusers = entry(p, imageplan.CORE_SYSUSERS).data.decode().splitlines()
     rules = [line.split() for line in sysusers if line and not line.startswith("#")]
@@ -535,7 +537,23 @@ def test_core_ssh_keys_become_a_tmpfiles_file_owned_by_core() -> None:
     assert ["m", "core", "wheel"] in rules
 
 
-def test_no_core_user_without_core_keys() -> None:
+def test_a_key_or_password_change_is_the_same_image_byte_for_byte() -> None:
+    def image(core: dict[str, Any]) -> tuple[bytes, tuple[str, ...], dict[str, str]]:
+        p = plan({"passwd": {"users": [{"name": "core", **core}]}})
+        return layer.write_tar(p.entries), p.tmpfiles, dict(p.labels)
+
+    one = image({"sshAuthorizedKeys": KEYS[:1]})
+    assert image({"sshAuthorizedKeys": KEYS}) == one
+    assert image({"sshAuthorizedKeys": KEYS[::-1], "passwordHash": "$6$x$y"}) == one
+    assert image({}) == one  # core declared without keys: the same user and ~/.ssh
+    a = rendered({"passwd": {"users": [{"name": "core", "sshAuthorizedKeys": KEYS[:1]}]}})
+    b = rendered({"passwd": {"users": [{"name": "core", "sshAuthorizedKeys": KEYS}]}})
+    assert a.spec != b.spec  # the rendered configs differ ...
+    assert a.image_spec() == b.image_spec()  # ... their image part does not
+    assert b.ssh_authorized_keys == tuple(KEYS)
+
+
+def test_no_core_user_unless_a_config_declares_core() -> None:
     p = plan({"storage": {"files": [{"path": "/etc/motd", "contents": {"source": "data:,hi"}}]}})
     assert all(e.path != imageplan.CORE_SYSUSERS for e in p.entries)
 
@@ -543,7 +561,7 @@ def test_no_core_user_without_core_keys() -> None:
 def test_password_hash_is_rendered_but_never_in_the_image() -> None:
     # Issue 11: accepted (MCO applies it live), carried by the rendered config for the
     # node agent, and in no layer file, RUN step, label or Containerfile line.
-    from reconciler.core import containerfile, layer
+    from reconciler.core import containerfile
 
     secret = "$6$rounds=4096$salt$Zx9Secret"
     config = {"passwd": {"users": [{"name": "core", "passwordHash": secret,
@@ -741,3 +759,18 @@ def test_plan_does_not_depend_on_the_order_of_files() -> None:
     assert first.tmpfiles == second.tmpfiles
     paths = [e.path for e in first.entries]
     assert paths == sorted(paths)
+
+
+def test_the_lint_helper_catches_what_bootc_would(tmp_path: Path) -> None:
+    # tests/fixtures/bootc_lint.py is applied to built images; it must fail bad roots
+    from tests.fixtures import bootc_lint
+
+    root = tmp_path / "root"
+    for d in ("dev", "proc", "sys", "run", "tmp", "var", "sysroot", "usr/etc", "etc",
+              "usr/lib/bootc/kargs.d"):  # fmt: skip
+        (root / d).mkdir(parents=True)
+    (root / "etc/resolv.conf").write_text("")
+    (root / "usr/lib/bootc/kargs.d/1.toml").write_text('kargs = ["a"]\nextra = 1\n')
+    found = {p.split(":")[0] for p in bootc_lint.lint_rootfs(root)}
+    assert found == {"etc-usretc", "baseimage-root", "baseimage-composefs", "bootc-kargs",
+                     "buildah-injected"}  # fmt: skip
