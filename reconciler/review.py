@@ -37,9 +37,10 @@ from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerEr
 
 HISTORY_DEPTH = holds.HISTORY_DEPTH
 AGENT_NOTE = (
-    "In image mode our node agent applies every new image with `bootc switch` and a "
-    "reboot; the disruption shown is what MCO's default node disruption policies would "
-    "do for the same change."
+    "Our node agent applies core's SSH keys and password hash live (no reboot) and every "
+    "other change as a new image with `bootc switch` and a reboot, node by node within the "
+    "pool's maxUnavailable; the MCO policy shown in the details is what MCO's default node "
+    "disruption policies would do for the same change."
 )
 _DIGEST_PREFIX_RE = re.compile(r"^sha256:[0-9a-f]{7,64}$")
 
@@ -106,6 +107,28 @@ def pool_states(repo: load.Repository) -> dict[str, PoolState]:
 # --- plan between revisions ------------------------------------------------------------------
 
 ReviewStatus = Literal["changed", "added", "removed", "unchanged", "error"]
+SourceChange = Literal["added", "removed", "modified"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A changed object that brought a pool's change (attribution)."""
+
+    kind: str
+    name: str
+    file: str
+    change: SourceChange
+    via: str | None = None
+    """The role label through which the pool takes it, when it is not the pool's own
+    (infra taking a worker config)."""
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How the head's pool takes a new image: batch size and whether it is paused."""
+
+    max_unavailable: str
+    paused: bool
 
 
 @dataclass(frozen=True)
@@ -121,6 +144,21 @@ class PoolReview:
     existing_digest: str | None = None
     """The image for the head's inputs is already in the registry (no build on merge)."""
     lookup_error: str | None = None
+    sources: tuple[Source, ...] = ()
+    """The changed objects this pool takes (or took), which brought its change."""
+    not_planned: str | None = None
+    """Why the image could not be planned although the config is valid (a registry that
+    cannot be reached): the diff and the disruption still stand."""
+    blocked_by: tuple[str, ...] = ()
+    """For a pool in error: the files whose problems block it (it keeps its pin)."""
+    rollout: Rollout | None = None
+
+    @property
+    def node_action(self) -> diff.NodeAction | None:
+        """What our agent does on the pool's nodes (None when nothing changes)."""
+        if self.status not in ("changed", "added"):
+            return None
+        return diff.node_action(self.diffs)
 
     @property
     def plan(self) -> planning.PoolPlan | None:
@@ -143,6 +181,18 @@ class Review:
     """What is wrong at the head, every problem once (grouped by file when printed)."""
     errors: tuple[str, ...] = ()
     """Failures outside the repository (a registry that cannot be reached)."""
+    warnings: tuple[ConfigProblem, ...] = ()
+    """What the head's loader accepts but says (unused keys, install-time-only LUKS)."""
+
+    @property
+    def blocked(self) -> list[str]:
+        """Pools that cannot be planned at the head: they keep their pins."""
+        return sorted(p for p, r in self.pools.items() if r.status == "error")
+
+    @property
+    def not_planned(self) -> list[str]:
+        """Changed pools whose image is not planned (e.g. no registry access)."""
+        return sorted(p for p, r in self.pools.items() if r.not_planned)
 
     @property
     def changed(self) -> list[str]:
@@ -183,48 +233,120 @@ def review_revisions(
     changed: list[str] = []
     for pool in sorted(set(before) | set(after)):
         old, new = before.get(pool), after.get(pool)
+        rollout = _rollout(head_repo, pool)
         if new is not None and new.error is not None:
             problems.extend(new.own)
-            reviews[pool] = PoolReview(pool, "error", old, new)
+            culprits = tuple(dict.fromkeys(
+                b.file for b in head_repo.blockers if verdict.reaches(b.reach, head_repo, pool)
+            ))  # fmt: skip
+            reviews[pool] = PoolReview(pool, "error", old, new, blocked_by=culprits,
+                                       rollout=rollout)  # fmt: skip
             continue
         if old is not None and new is not None and old.error is None and old.key == new.key:
-            reviews[pool] = PoolReview(pool, "unchanged", old, new)
+            reviews[pool] = PoolReview(pool, "unchanged", old, new, rollout=rollout)
             continue
         diffs = diff.diff_items(old.items() if old else {}, new.items() if new else {})
         status: ReviewStatus = "added" if old is None else "removed" if new is None else "changed"
-        reviews[pool] = PoolReview(pool, status, old, new, tuple(diffs), diff.classify(diffs))
+        reviews[pool] = PoolReview(
+            pool, status, old, new, tuple(diffs), diff.classify(diffs),
+            sources=changed_sources(base_repo, head_repo, pool, old, new), rollout=rollout,
+        )  # fmt: skip
         if new is not None:
             changed.append(pool)
     errors: list[str] = []
     outcomes = planner.plan_pools(head_repo, changed) if changed else {}
     for pool, outcome in outcomes.items():
         review = reviews[pool]
-        existing, lookup_error = None, None
+        existing, lookup_error, not_planned = None, None, None
+        status = review.status
         if isinstance(outcome, planning.PoolFailure):
             if outcome.transient:
+                # Outside the repository (the registry): the diff and the disruption
+                # stand; only the image is not planned.
                 errors.append(f"{pool}: {outcome.error}")
+                not_planned = str(outcome.error).splitlines()[0]
             elif isinstance(outcome.error, ConfigError):
                 problems.extend(outcome.error.problems)
+                status = "error"
             else:
                 errors.append(f"{pool}: {outcome.error}")
+                status = "error"
         elif isinstance(outcome, planning.PoolPlan) and registry is not None:
             try:
                 existing = building.find_existing(registry, outcome)
             except ReconcilerError as exc:
                 lookup_error = str(exc)
-        reviews[pool] = PoolReview(
-            pool, "error" if isinstance(outcome, planning.PoolFailure) else review.status,
-            review.base, review.head, review.diffs, review.disruption, outcome, existing,
-            lookup_error,
+        reviews[pool] = replace(
+            review, status=status, outcome=outcome, existing_digest=existing,
+            lookup_error=lookup_error, not_planned=not_planned,
         )  # fmt: skip
-    unique = tuple(sorted(dict.fromkeys(problems), key=lambda p: (p.file or "", p.line or 0)))
     return Review(
         commit_info(reader, base_sha),
         commit_info(reader, head_sha),
         reviews,
-        unique,
+        _unique(problems),
         tuple(errors),
+        _unique(head_repo.warnings),
     )
+
+
+def _unique(problems: Iterable[ConfigProblem]) -> tuple[ConfigProblem, ...]:
+    return tuple(sorted(dict.fromkeys(problems), key=lambda p: (p.file or "", p.line or 0)))
+
+
+def _rollout(repo: load.Repository, pool: str) -> Rollout | None:
+    loaded = repo.pools.get(pool)
+    if loaded is None:
+        return None
+    spec = loaded.obj.spec
+    batch = spec.max_unavailable if spec.max_unavailable is not None else 1  # MCO's default
+    return Rollout(str(batch), spec.paused)
+
+
+def changed_sources(
+    base: load.Repository,
+    head: load.Repository,
+    pool: str,
+    old: PoolState | None,
+    new: PoolState | None,
+) -> tuple[Source, ...]:
+    """The objects that differ between base and head and that the pool takes at either:
+    its MachineConfigs (with the role they come through), its pool and MachineOSConfig."""
+    names: list[str] = []
+    for state in (new, old):
+        if state is not None and state.rendered is not None:
+            names += [n for n in state.rendered.sources if n not in names]
+    found: list[Source] = []
+    for name in names:
+        a, b = base.machine_configs.get(name), head.machine_configs.get(name)
+        change = _change(a, b, lambda x: (x.obj, x.ignition))
+        if change is None:
+            continue
+        either = b or a
+        assert either is not None  # noqa: S101 - _change said one of them exists
+        role = either.labels.get(model.ROLE_LABEL)
+        via = role if role and role != pool else None
+        found.append(Source("MachineConfig", name, either.origin.file, change, via))
+    for kind, table_a, table_b in (
+        ("MachineConfigPool", base.pools, head.pools),
+        ("MachineOSConfig", base.os_configs, head.os_configs),
+    ):
+        a2, b2 = table_a.get(pool), table_b.get(pool)
+        change = _change(a2, b2, lambda x: x.obj)
+        either2 = b2 or a2
+        if change is not None and either2 is not None:
+            found.append(Source(kind, pool, either2.origin.file, change))
+    return tuple(found)
+
+
+def _change(a: Any, b: Any, key: Callable[[Any], Any]) -> SourceChange | None:
+    if a is None and b is None:
+        return None
+    if a is None:
+        return "added"
+    if b is None:
+        return "removed"
+    return "modified" if key(a) != key(b) else None
 
 
 # --- history ---------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ UNIT_SUFFIXES = (
     ".device",
 )
 MCD_FORCE_FILE = "/run/machine-config-daemon-force"
+MAX_ID = 2**32 - 1
+"""uid_t and gid_t are 32 bits; (uid_t)-1 means "no change" to chown(2)."""
 # Kinds of MCO's API group that are real but not (yet) ours to render.
 _KNOWN_UNSUPPORTED = {
     "KubeletConfig": "MCO renders it into a MachineConfig; write that MachineConfig instead",
@@ -693,15 +695,10 @@ def _load_machine_config(
             ign = mc.spec.config.model_dump(by_alias=True, exclude_none=True)
             _normalise_compression(ign)
         for i, karg in enumerate(mc.spec.kernel_arguments):
-            if not karg.strip() or "\n" in karg:
-                out.add(
-                    origin,
-                    ("spec", "kernelArguments", i),
-                    f"{karg!r} is not a kernel argument",
-                    "write one or more space-separated arguments, e.g. 'nosmt'",
-                    kind="MachineConfig",
-                    name=name,
-                )
+            found = _karg_problem(karg)
+            if found:
+                out.add(origin, ("spec", "kernelArguments", i), *found, kind="MachineConfig",
+                        name=name)  # fmt: skip
         if not mc.metadata.labels:
             # MCO never selects it either (a kustomize base, say): not an error.
             repo.warnings.append(
@@ -861,6 +858,60 @@ def _prepare_ignition(
     return {**doc, "spec": {**spec, "config": converted}}
 
 
+# OpenSSH key types (sshd(8) AUTHORIZED_KEYS FILE FORMAT), certificates included.
+_SSH_KEY_TYPE = re.compile(
+    r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com)"
+)
+_FOLD_FIX = "start each item on its own line with '- ' at the same indent as the first"
+
+
+def _ssh_key_problem(key: str) -> tuple[str, str] | None:
+    """Valid YAML that means something else: a list item indented one space too few is
+    folded into the item before it, so several keys become one entry: sshd uses the
+    first, and the admins the others name are locked out."""
+    keys = max(
+        ([t for t in line.split() if _SSH_KEY_TYPE.match(t)] for line in key.splitlines()),
+        key=len,
+        default=[],
+    )
+    if len(keys) > 1:
+        folded = " (a list item folded into this one)" if " - " in key else ""
+        return (f"one entry holds {len(keys)} keys{folded}; sshd reads the first and takes "
+                "the others as its comment, so they let nobody in",
+                f"write one key per entry: {_FOLD_FIX}")  # fmt: skip
+    if "\n" in key.strip():
+        return ("an entry spans several lines (a block scalar?): one key per entry, so "
+                "each can be reviewed, diffed and removed on its own",
+                f"write one key per entry: {_FOLD_FIX}")  # fmt: skip
+    return None
+
+
+def _karg_problem(karg: str) -> tuple[str, str] | None:
+    """A kernel argument that is valid YAML but not what was meant. Several
+    space-separated arguments in one entry are fine (MCO splits them); a folded list
+    item, a list written as a string, a tab or newline, or `key = value` are not."""
+    shown = repr(karg) if len(karg) <= 80 else repr(karg[:77] + "...")
+    if not karg.strip():
+        return f"{shown} is not a kernel argument", "remove the empty entry"
+    if "\n" in karg.strip() or re.search(r"[\t\r\v\f]", karg):
+        return (f"{shown} holds a newline or tab: the kernel command line is one line",
+                "write one argument per entry, or space-separated arguments")  # fmt: skip
+    if re.search(r"[\x00-\x1f\x7f]", karg):
+        return (f"{shown} holds a control character, which no kernel command line can",
+                "remove it")  # fmt: skip
+    tokens = karg.split()
+    if "-" in tokens[1:]:
+        return (f"{shown} holds ' - ': a list item folded into the argument before it",
+                _FOLD_FIX)  # fmt: skip
+    if karg.strip().startswith("[") and karg.strip().endswith("]"):
+        return (f"{shown} is a list written as one string",
+                "write a YAML list without quotes: kernelArguments: [a, b]")  # fmt: skip
+    if any(t.startswith("=") for t in tokens):
+        return (f"{shown} has a space before '=': the kernel reads separate arguments",
+                "write key=value without spaces")  # fmt: skip
+    return None
+
+
 def _check_ignition(ign: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
     """MCO's refusals and Ignition's own validation, as (path, problem, fix)."""
     storage = ign.get("storage", {})
@@ -901,6 +952,10 @@ def _check_ignition(ign: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
                 "user core has no sshAuthorizedKeys and no passwordHash",
                 "add at least one key, or remove the entry",
             )
+        for j, key in enumerate(user.get("sshAuthorizedKeys") or []):
+            found = _ssh_key_problem(key)
+            if found:
+                yield ("passwd", "users", i, "sshAuthorizedKeys", j), *found
     if ign.get("kernelArguments"):
         yield (
             ("kernelArguments",),
@@ -932,6 +987,14 @@ def _check_ignition(ign: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...]
                     "keep one entry per path",
                 )
             seen_paths[path] = f"{section}[{i}]"
+            for owner in ("user", "group"):
+                number = (node.get(owner) or {}).get("id")
+                if number is not None and not 0 <= number < MAX_ID:
+                    yield (
+                        (*where, owner, "id"),
+                        f"{owner} id {number} is not a Linux {owner} id",
+                        f"use 0 to {MAX_ID - 1}, or give the {owner} by name",
+                    )
             mode = node.get("mode")
             if mode is not None and not 0 <= mode <= 0o777:
                 yield (

@@ -308,6 +308,23 @@ def cases() -> list[Case]:
             },
             W,
         ),
+        c("karg-nul", {NEW: worker_mc('kernelArguments: ["a\\0b"]')}, W, says="control character"),
+        c(
+            "uid-out-of-range",
+            {
+                NEW: worker_mc(
+                    ign(
+                        "storage:\n  files: [{path: /etc/a, user: {id: 99999999999999999999}, contents: {source: 'data:,a'}}]"
+                    )
+                )
+            },
+            W,
+        ),
+        c(
+            "gid-negative",
+            {NEW: worker_mc(ign("storage:\n  directories: [{path: /etc/d, group: {id: -3}}]"))},
+            W,
+        ),
         c("master-kernel-type", {NEW: worker_mc("kernelType: rt", role="master")}, M),
         c("worker-fips-string", {NEW: worker_mc("fips: 'yes'")}, W),
         c(

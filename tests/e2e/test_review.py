@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -118,6 +119,11 @@ def plan_json(forge: Forge, base: str, head: str = "HEAD") -> tuple[int, dict]: 
     return result.exit_code, json.loads(result.stdout)
 
 
+def items(doc: Any) -> Any:
+    """The entries of a list document (enveloped as `{"items": [...]}` or bare)."""
+    return doc["items"] if isinstance(doc, dict) else doc
+
+
 def inline_text(token: Token) -> str:
     """What a reader sees of an inline token: text and code spans, without markup."""
     return "".join(c.content for c in token.children or [])
@@ -145,7 +151,7 @@ def test_a_shared_machineconfig_change_plans_every_pool_it_reaches_and_no_other(
     assert doc["problems"] == []
     worker = doc["pools"]["worker"]
     assert [i["name"] for i in worker["items"]] == [
-        "systemd/node-exporter.service.d/10-limits.conf"
+        "/etc/systemd/system/node-exporter.service.d/10-limits.conf"
     ]
     assert "-MemoryMax=256M\n+MemoryMax=512M" in worker["diff"]
     # a changed unit has no node disruption policy in MCO: reboot
@@ -153,9 +159,15 @@ def test_a_shared_machineconfig_change_plans_every_pool_it_reaches_and_no_other(
     assert worker["plan"]["builder"] == "native"
     assert worker["digestAfterMerge"] == worker["plan"]["predictedDigest"]
     assert worker["renderedConfig"] != worker["baseRenderedConfig"]
+    assert worker["nodeAction"]["reboot"] is True
+    assert worker["sources"] == [{"kind": "MachineConfig", "name": "60-worker-node-exporter",
+                                  "file": EXPORTER, "change": "modified"}]  # fmt: skip
     infra = doc["pools"]["infra"]
     assert infra["status"] == "changed"
     assert infra["plan"]["unmanaged"]  # no MachineOSConfig: diffed, no image
+    # infra takes the worker config through its role label: the comment says so
+    assert infra["sources"][0]["via"] == "worker"
+    assert doc["verdict"]["safeToMerge"] is True
 
     # nothing changed between a commit and itself
     same = forge.cli("plan", "--base", "HEAD", "--detailed-exitcode")
@@ -173,6 +185,13 @@ def test_ssh_key_changes_need_no_reboot_and_kernel_arguments_do(forge: Forge) ->
     assert (disruption["reboot"], disruption["summary"]) == (False, "none")
     assert "sshkey policy" in disruption["reasons"][0]
     assert "+ssh-ed25519" in keys["pools"]["worker"]["diff"]
+    # core's keys are applied live by our agent: no reboot in the verdict either
+    assert keys["pools"]["worker"]["nodeAction"] == {
+        "reboot": False,
+        "summary": "no reboot",
+        "live": ["SSH keys"],
+    }
+    assert keys["verdict"]["reboot"] == []
 
     forge.git("checkout", "-q", "-b", "kargs", "main")
     forge.commit({WORKER_KARGS: forge.read(WORKER_KARGS).replace("audit=1", "audit=0")},
@@ -180,12 +199,17 @@ def test_ssh_key_changes_need_no_reboot_and_kernel_arguments_do(forge: Forge) ->
     _, kargs = plan_json(forge, "main")
     disruption = kargs["pools"]["worker"]["disruption"]
     assert disruption["reboot"] is True
-    assert disruption["reasons"] == ["kernelArguments: reboot (kernel arguments changed)"]
+    assert disruption["reasons"] == ["spec.kernelArguments: reboot (kernel arguments changed)"]
     assert "-audit=1\n+audit=0" in kargs["pools"]["worker"]["diff"]
     # the text output says the same, and what our agent really does
     text = forge.cli("plan", "--base", "main")
     assert text.exit_code == 0, text.output
-    assert "worker: changed, disruption: reboot, build: native" in text.output
+    assert text.output.startswith("safe to merge: reboots infra (25% of nodes at a time), "
+                                  "worker (2 nodes at a time)")  # fmt: skip
+    assert (
+        "worker: changed, nodes: reboot, 2 nodes at a time, MCO policy: reboot, build: native"
+        in (text.output)
+    )
     assert "bootc switch" in text.output
 
 
@@ -199,6 +223,7 @@ def test_invalid_files_are_reported_per_file_and_fail_the_plan(forge: Forge) -> 
     assert {"machineconfigs/77-oops.yaml", WORKER_SSH} <= files
     markdown = forge.cli("plan", "--base", "main", "-o", "markdown")
     assert markdown.exit_code == 1
+    assert markdown.stdout.startswith("**⛔ Do not merge:**")
     assert f"**`{WORKER_SSH}`**" in markdown.stdout
     assert "**`machineconfigs/77-oops.yaml`**" in markdown.stdout
 
@@ -262,39 +287,46 @@ def test_markdown_renders_a_summary_a_section_per_changed_pool_and_diff_blocks(
     tokens = MarkdownIt("commonmark").enable("table").parse(text)
     headings = [(t.tag, inline_text(tokens[i + 1])) for i, t in enumerate(tokens)
                 if t.type == "heading_open"]  # fmt: skip
-    assert headings[0][0] == "h2"
-    assert headings[0][1].startswith("Reconciler plan: ")
+    # the verdict is the first line, then the table, then the details
+    assert tokens[0].type == "paragraph_open"
+    assert inline_text(tokens[1]).startswith("✅ Safe to merge: reboots infra")
     assert [h for h in headings if h[0] == "h3"] == [
         ("h3", "Pool infra: changed"),
         ("h3", "Pool worker: changed"),
         ("h3", "Unchanged pools"),
     ]
     # the summary table: a header and one row per pool
-    rows = [t for t in tokens if t.type == "tr_open"]
+    end = next(i for i, t in enumerate(tokens) if t.type == "table_close")
+    rows = [t for t in tokens[:end] if t.type == "tr_open"]
     assert len(rows) == 1 + 3
-    cells = [inline_text(tokens[i + 1]) for i, t in enumerate(tokens) if t.type == "td_open"]
+    cells = [inline_text(tokens[i + 1]) for i, t in enumerate(tokens[:end]) if t.type == "td_open"]
     assert cells[0:5] == [
         "infra",
-        "1 file, SSH keys",
-        "reboot",
+        "reboot, 25% of nodes at a time",
+        "1 file (1 added), SSH keys",
+        f"machineconfigs/70-worker-motd.yaml (added, via role worker), {WORKER_SSH} "
+        "(modified, via role worker)",
         "unmanaged (no MachineOSConfig)",
-        "",
     ]
-    assert cells[5:8] == ["worker", "1 file, SSH keys", "reboot"]
-    assert cells[9].startswith("sha256:")
-    assert cells[9].endswith("(predicted)")
-    assert cells[10:12] == ["master", "unchanged"]
+    assert cells[6:9] == ["worker", "reboot, 2 nodes at a time", "1 file (1 added), SSH keys"]
+    assert cells[11].startswith("sha256:")
+    assert cells[11].endswith("(predicted)")
+    assert cells[12:15] == ["master", "no change", "unchanged"]
     # diff blocks: one per changed pool, fenced as diff, the fence longer than any ``` inside
+    # the same diff for both pools is printed once (infra's), and worker's refers to it
     fences = [t for t in tokens if t.type == "fence"]
-    assert [f.info for f in fences] == ["diff", "diff"]
-    assert all(f.markup == "````" for f in fences)
-    worker_diff = fences[1].content
-    assert "+++ b/etc/motd" in worker_diff
-    assert "+line 59 with ``` fences" in worker_diff
-    # long diffs are collapsed in <details>; the fence inside still parses as a fence
+    assert [f.info for f in fences] == ["diff"]
+    assert fences[0].markup == "````"
+    shared = fences[0].content
+    assert "+++ /etc/motd" in shared
+    assert "+line 59 with ``` fences" in shared
+    assert "Same diff as pool `infra` above." in text
+    # long diffs are collapsed in <details>, with what changed said outside the fold
     html = [t.content for t in tokens if t.type == "html_block"]
-    assert any(h.startswith("<details>") and "<summary>" in h for h in html)
-    assert sum("</details>" in h for h in html) == 2  # both diffs exceed 30 lines here
+    assert any(h.startswith("<details>") and "<summary>Rendered config diff" in h for h in html)
+    assert "- **Changes:** `/etc/motd` added, `passwd.users[core].sshAuthorizedKeys` changed" in (
+        text
+    )
     # GitHub's limit: a comment never exceeds 65,536 characters
     assert len(text) < 65_536
 
@@ -323,7 +355,7 @@ def test_history_after_a_change_a_revert_and_a_hold(forge: Forge) -> None:
 
     result = forge.cli("history", "--pool", "worker", "-o", "json")
     assert result.exit_code == 0, result.output
-    entries = json.loads(result.stdout)
+    entries = items(json.loads(result.stdout))
     assert [e["kind"] for e in entries] == ["build", "build", "revert", "hold"]
     first, second, back, held = entries
     assert back["digest"] == first["digest"]
@@ -346,7 +378,7 @@ def test_history_after_a_change_a_revert_and_a_hold(forge: Forge) -> None:
     assert "from config" in text
     assert "chrony: ntp2" in text
     # every pool, when no --pool is given
-    everything = json.loads(forge.cli("history", "-o", "json").stdout)
+    everything = items(json.loads(forge.cli("history", "-o", "json").stdout))
     assert {e["pool"] for e in everything} == {"master", "worker"}
 
 
@@ -418,7 +450,7 @@ def test_rollback_hold_on_a_branch_pins_the_earlier_image_and_the_loop_holds_it(
     assert report.pools["master"].state == "held"
     assert forge.pin("master").spec.digest == first.spec.digest
     forge.pull()
-    history = json.loads(forge.cli("history", "--pool", "master", "-o", "json").stdout)
+    history = items(json.loads(forge.cli("history", "--pool", "master", "-o", "json").stdout))
     assert [e["kind"] for e in history] == ["build", "build", "hold"]
     assert history[-1]["commit"]["subject"].startswith("Hold master at ")
     # the branch exists now: a second rollback onto it is refused, naming the fix
@@ -457,7 +489,7 @@ def test_a_new_pool_and_a_pool_fixed_by_the_change_are_planned_against_nothing(
     assert doc["pools"]["edge"]["plan"]["builder"] == "native"
     worker = doc["pools"]["worker"]
     assert "80-worker-bad" in worker["baseError"]
-    assert "+++ b/etc/chrony.conf" in worker["diff"]  # everything is new against nothing
+    assert "+++ /etc/chrony.conf" in worker["diff"]  # everything is new against nothing
     text = forge.cli("plan", "--base", "main").stdout
     assert "did not render (shown against nothing)" in text
 
@@ -514,3 +546,18 @@ def test_rollback_needs_a_branch_to_commit_to(forge: Forge) -> None:
     assert result.exit_code == 1
     assert "detached HEAD" in result.output
     assert "--branch" in result.output
+
+
+def test_the_loop_logs_one_line_per_event_with_short_digests(
+    forge: Forge, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="reconciler.controller")
+    forge.reconciler().reconcile_once()
+    lines = [r.getMessage() for r in caplog.records if r.name == "reconciler.controller"]
+    assert lines, "the first pass builds and pins: there is something to say"
+    assert not [line for line in lines if re.search(r"[0-9a-f]{64}", line)]
+    assert len(lines) == len(set(lines))  # no line said twice
+    assert any(re.fullmatch(r"pin commit [0-9a-f]{10} pushed to Git \(.*worker.*\)", x)
+               for x in lines)  # fmt: skip
+    assert any(re.fullmatch(r"pool worker: pinned sha256:[0-9a-f]{12} \(native\)", x)
+               for x in lines), lines  # fmt: skip

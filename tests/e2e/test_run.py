@@ -159,5 +159,8 @@ def test_status_shows_pins_conditions_and_errors(fleet: Fleet, tmp_path: Path) -
          "--work-dir", str(work)],
         capture_output=True, text=True, check=False,
     ).stdout  # fmt: skip
-    assert "master: Stalled" in text
-    assert "worker: Ready" in text
+    lines = text.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("POOL")) + 1 :]
+    rows = {line.split()[0]: line.split()[1:3] for line in table if line.strip()}
+    assert rows["master"] == ["False", "Stalled"]
+    assert rows["worker"][0] == "True"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 from typing import Any
 
 import pytest
@@ -57,32 +58,33 @@ def test_a_file_change_is_a_unified_diff_of_its_decoded_content(worker: dict[str
         f["contents"]["source"] = "data:;base64," + base64.b64encode(new).decode()
 
     (d,) = changed(worker, edit)
-    assert (d.status, d.name, d.item.kind) == ("modified", "etc/chrony.conf", "file")
+    assert (d.status, d.name, d.item.kind) == ("modified", "/etc/chrony.conf", "file")
     lines = d.lines()
-    assert lines[:3] == ["diff --rendered a/etc/chrony.conf b/etc/chrony.conf",
-                         "old mode 0644", "new mode 0755"]  # fmt: skip
-    assert "--- a/etc/chrony.conf" in lines
+    # host paths, and metadata as YAML writes it
+    assert lines[:2] == ["diff --rendered /etc/chrony.conf", "mode: 0644 → 0755"]
+    assert "--- /etc/chrony.conf" in lines
     assert "-server ntp1.example.internal iburst" in lines
     assert "+server ntp2.example.internal iburst" in lines
     # no policy for /etc/chrony.conf: MCO reboots
     result = diff.classify([d])
     assert result.reboot
     assert result.reasons == (
-        "etc/chrony.conf: reboot (no disruption policy for /etc/chrony.conf)",
+        "/etc/chrony.conf: reboot (no disruption policy for /etc/chrony.conf)",
     )
+    assert result.one_line() == "reboot (no disruption policy for /etc/chrony.conf)"
 
 
 def test_new_and_removed_items_diff_against_dev_null(worker: dict[str, Any]) -> None:
     (added,) = changed(worker, add_file("/etc/motd", b"hello\n"))
     assert added.status == "added"
-    assert added.lines()[1:4] == ["new file mode 0644, overwrite True, owner root:root",
-                                  "--- /dev/null", "+++ b/etc/motd"]  # fmt: skip
+    assert added.lines()[1:4] == ["new file (mode: 0644, overwrite: true, owner: root:root)",
+                                  "--- /dev/null", "+++ /etc/motd"]  # fmt: skip
 
     def drop_kargs(spec: dict[str, Any]) -> None:
         spec["kernelArguments"] = []
 
     (removed,) = changed(worker, drop_kargs)
-    assert (removed.status, removed.name) == ("removed", "kernelArguments")
+    assert (removed.status, removed.name) == ("removed", "spec.kernelArguments")
     assert "+++ /dev/null" in removed.lines()
 
 
@@ -139,10 +141,12 @@ def test_ssh_keys_alone_need_nothing_and_actions_combine_without_none(
         spec["config"]["passwd"]["users"][0]["sshAuthorizedKeys"].append("ssh-ed25519 AAAA new")
 
     only_keys = changed(worker, keys)
-    assert [d.name for d in only_keys] == ["passwd/core/sshAuthorizedKeys"]
+    assert [d.name for d in only_keys] == ["passwd.users[core].sshAuthorizedKeys"]
     assert diff.classify(only_keys) == diff.Disruption(
-        False, (), ("passwd/core/sshAuthorizedKeys: none (sshkey policy)",)
+        False, (), ("passwd.users[core].sshAuthorizedKeys: none (sshkey policy)",)
     )
+    # core's keys are a live setting: our agent applies them without a reboot
+    assert diff.node_action(only_keys) == diff.NodeAction(False, ("SSH keys",))
 
     def keys_and_policy(spec: dict[str, Any]) -> None:
         keys(spec)
@@ -153,6 +157,8 @@ def test_ssh_keys_alone_need_nothing_and_actions_combine_without_none(
     # the same reload twice is one action; "none" next to a real action is dropped (MCO)
     assert both.actions == (diff.Action("Reload", "crio.service"),)
     assert not both.reboot
+    # MCO would not reboot; our agent does: the files are a new image
+    assert diff.node_action(changed(worker, keys_and_policy)).reboot
 
 
 @pytest.mark.parametrize(
@@ -181,9 +187,9 @@ def test_units_and_dropins_have_no_default_policy(worker: dict[str, Any]) -> Non
         unit["dropins"][0]["contents"] = "[Service]\nMemoryMax=1G\n"
 
     (d,) = changed(worker, dropin)
-    assert d.name == "systemd/node-exporter.service.d/10-limits.conf"
+    assert d.name == "/etc/systemd/system/node-exporter.service.d/10-limits.conf"
     assert diff.classify([d]).reasons == (
-        f"{d.name}: reboot (no disruption policy for unit node-exporter.service)",
+        f"{d.name}: reboot (no disruption policy for node-exporter.service)",
     )
     # a unit policy (MachineConfiguration.spec.nodeDisruptionPolicy) would apply by name
     policy = {"node-exporter.service": (diff.Action("Restart", "node-exporter.service"),)}
@@ -193,7 +199,7 @@ def test_units_and_dropins_have_no_default_policy(worker: dict[str, Any]) -> Non
         spec["config"]["systemd"]["units"][1]["mask"] = False
 
     (m,) = changed(worker, enable)
-    assert m.lines()[1:3] == ["old mask True", "new mask False"]
+    assert m.lines()[1:2] == ["mask: true → false"]
 
 
 def test_binary_content_and_password_hashes_are_shown_by_digest_only(
@@ -201,6 +207,7 @@ def test_binary_content_and_password_hashes_are_shown_by_digest_only(
 ) -> None:
     (b,) = changed(worker, add_file("/etc/blob.bin", b"\x00\x01\xff" * 10))
     assert "<binary or large content: 30 bytes, sha256 " in b.item.text
+    assert len(b.item.text.split("sha256 ")[1].rstrip("…>\n")) == 12  # short: no wrapping
     secret = "$6$rounds=4096$saltsalt$hashhashhash"
 
     def password(spec: dict[str, Any]) -> None:
@@ -209,7 +216,21 @@ def test_binary_content_and_password_hashes_are_shown_by_digest_only(
     (p,) = changed(worker, password)
     text = "\n".join(p.lines())
     assert secret not in text
-    assert "passwordHash" in text
+    assert hashlib.sha256(secret.encode()).hexdigest()[:7] not in text
+    assert p.lines() == ["diff --rendered passwd.users[core].passwordHash",
+                         "new passwordHash (no attributes)",
+                         "passwordHash: set, not shown (a password hash)"]  # fmt: skip
+    assert diff.node_action([p]) == diff.NodeAction(False, ("password hash",))
+
+    def rotate(spec: dict[str, Any]) -> None:
+        spec["config"]["passwd"]["users"][0]["passwordHash"] = secret + "x"
+
+    old = copy.deepcopy(worker)
+    password(old)
+    new = copy.deepcopy(worker)
+    rotate(new)
+    (r,) = diff.diff_items(diff.config_items(old), diff.config_items(new))
+    assert r.lines()[1:] == ["passwordHash: changed, not shown (a password hash)"]
 
 
 def test_directories_links_and_push_spec(worker: dict[str, Any]) -> None:
@@ -218,8 +239,8 @@ def test_directories_links_and_push_spec(worker: dict[str, Any]) -> None:
         spec["config"]["storage"]["links"] = [{"path": "/etc/app/l", "target": "/usr/bin/true"}]
 
     diffs = changed(worker, dirs)
-    assert [(d.name, d.item.kind) for d in diffs] == [("etc/app/", "directory"),
-                                                      ("etc/app/l", "link")]  # fmt: skip
+    assert [(d.name, d.item.kind) for d in diffs] == [("/etc/app/", "directory"),
+                                                      ("/etc/app/l", "link")]  # fmt: skip
     assert "+-> /usr/bin/true" in diffs[1].lines()
     assert diff.classify(diffs).reboot  # MCO has no policy for them (and refuses them)
 
@@ -229,8 +250,8 @@ def test_other_ignition_sections_are_shown_and_reboot(worker: dict[str, Any]) ->
         spec["config"]["storage"]["disks"] = [{"device": "/dev/vdb", "wipeTable": True}]
 
     (d,) = changed(worker, disks)
-    assert d.name == "ignition/other-sections"
-    assert '+        "device": "/dev/vdb",' in d.lines()
+    assert d.name == "spec.config (storage.disks)"
+    assert "+  - device: /dev/vdb" in d.lines()
     assert diff.classify([d]).reboot
 
 
@@ -242,7 +263,8 @@ def test_diffs_read_files_first_then_units_then_the_rest(worker: dict[str, Any])
         add_file("/etc/a", b"a\n")(spec)
 
     names = [d.name for d in changed(worker, many)]
-    assert names == ["etc/a", "etc/b", "systemd/node-exporter.service", "kernelArguments"]
+    assert names == ["/etc/a", "/etc/b", "/etc/systemd/system/node-exporter.service",
+                     "spec.kernelArguments"]  # fmt: skip
 
 
 def test_a_change_of_the_final_newline_is_still_shown(worker: dict[str, Any]) -> None:
@@ -265,16 +287,28 @@ def test_a_change_of_the_final_newline_is_still_shown(worker: dict[str, Any]) ->
         ("/etc/app/token", 0o600, b"hunter2", "mode 0600: not readable by others"),
     ],
 )  # fmt: skip
-def test_secret_looking_files_are_shown_by_digest_only(
+def test_secret_looking_files_are_hidden_with_no_digest_of_them(
     worker: dict[str, Any], path: str, mode: int, data: bytes, reason: str
 ) -> None:
     (d,) = changed(worker, add_file(path, data, mode=mode))
     text = "\n".join(d.lines())
     assert data.decode() not in text
-    assert f"<not shown ({reason}): {len(data)} bytes, sha256 " in text
-    # the change is still visible: another secret gives another digest
-    (e,) = changed(worker, add_file(path, data + b"2", mode=mode))
-    assert e.item.text != d.item.text
+    assert f"content: set, not shown ({reason}, {len(data)} bytes)" in text
+    # no digest a reader could test guesses against, and no `+` line that looks like content
+    assert hashlib.sha256(data).hexdigest()[:7] not in text
+    assert not any(line.startswith(("+", "-")) for line in d.lines())
+    assert hashlib.sha256(data).hexdigest() not in repr(d)
+    # a change is still seen, as metadata
+    old, new = copy.deepcopy(worker), copy.deepcopy(worker)
+    add_file(path, data, mode=mode)(old)
+    add_file(path, data + b"2", mode=mode)(new)
+    (e,) = diff.diff_items(diff.config_items(old), diff.config_items(new))
+    assert e.lines()[1:] == [
+        f"content: changed, not shown ({reason}, {len(data)} bytes → {reason}, "
+        f"{len(data) + 1} bytes)"
+    ]
+    same = diff.diff_items(diff.config_items(old), diff.config_items(copy.deepcopy(old)))
+    assert same == []
 
 
 def test_a_luks_key_file_is_shown_by_digest_only(worker: dict[str, Any]) -> None:
@@ -288,4 +322,18 @@ def test_a_luks_key_file_is_shown_by_digest_only(worker: dict[str, Any]) -> None
     (d,) = changed(worker, luks)
     text = "\n".join(d.lines())
     assert key not in text
-    assert "keyFile" in text
+    assert "keyFile: (not shown)" in text
+    assert "storage.luks[data].keyFile: set, not shown (a LUKS key)" in text
+
+
+def test_one_disruption_line_per_pool_names_each_cause_once(worker: dict[str, Any]) -> None:
+    def many(spec: dict[str, Any]) -> None:
+        add_file("/etc/a", b"a\n")(spec)
+        add_file("/etc/b", b"b\n")(spec)
+        spec["kernelArguments"].append("quiet")
+
+    result = diff.classify(changed(worker, many))
+    assert len(result.reasons) == 3
+    assert result.one_line() == (
+        "reboot (no disruption policy for /etc/a, /etc/b; kernel arguments changed)"
+    )

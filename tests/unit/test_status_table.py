@@ -1,0 +1,66 @@
+"""`reconciler status` for a terminal: an aligned table like `oc get mcp` (pool, ready,
+state, pin as a short digest, source commit, age of the state), then one line per pool
+that needs a word; colour only when asked (on a TTY without NO_COLOR)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.cli import _status_text
+
+NOW = 1_800_000_000.0
+DIGEST = "sha256:" + "ab12" * 16
+
+
+def condition(status: bool, reason: str, message: str, age: float) -> dict[str, Any]:
+    return {"status": status, "reason": reason, "message": message, "since": NOW - age}
+
+
+DOC = {
+    "head": "0123456789abcdef",
+    "observedHead": "0123456789abcdef",
+    "statusIsCurrent": True,
+    "lastPass": NOW - 30,
+    "pools": {
+        "worker": {
+            "pin": f"registry.example.com/fleet/worker@{DIGEST}",
+            "sourceCommit": "fedcba9876543210",
+            "conditions": {"Ready": condition(True, "Pinned", "pinned", 3 * 3600 + 5)},
+            "lastError": None,
+        },
+        "infra": {
+            "pin": None,
+            "conditions": {
+                "Ready": condition(False, "ConfigError", "x", 90),
+                "Stalled": condition(True, "ConfigError", "machineconfigs/a.yaml: bad\nmore", 90),
+            },
+            "lastError": "machineconfigs/a.yaml: bad",
+        },
+        "edge": {"pin": None, "pinError": "pins/edge.yaml: not a pin"},
+    },
+}
+
+
+def test_status_is_an_aligned_table_with_short_digests_and_ages() -> None:
+    lines = _status_text(DOC, now=NOW).splitlines()
+    assert lines[0] == "head 0123456789"
+    table = lines[1:5]
+    assert table == [
+        "POOL     READY     STATE     PIN                   SOURCE       AGE",
+        "edge     Unknown   -         invalid               -            -",
+        "infra    False     Stalled   none                  -            1m",
+        "worker   True      Pinned    sha256:ab12ab12ab12   fedcba9876   3h",
+    ]
+    # the pin column starts at the same place in every row
+    assert {row.index(row.split()[3]) for row in table} == {table[0].index("PIN")}
+    assert DIGEST not in "\n".join(lines)  # the full digest is in -o json
+    assert lines[5:] == [
+        "edge: pins/edge.yaml: not a pin",
+        "infra: stalled: machineconfigs/a.yaml: bad",
+    ]
+
+
+def test_colour_only_when_asked() -> None:
+    assert "\x1b[" not in _status_text(DOC, now=NOW)
+    coloured = _status_text(DOC, now=NOW, color=True)
+    assert "\x1b[31m" in coloured  # the stalled pool in red
