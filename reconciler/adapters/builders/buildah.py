@@ -49,8 +49,8 @@ from typing import IO
 
 from reconciler.adapters.builders import script
 from reconciler.adapters.registry import RegistryClient
+from reconciler.core.poolplan import PoolPlan
 from reconciler.errors import BuildError
-from reconciler.planning import PoolPlan
 
 log = logging.getLogger(__name__)
 

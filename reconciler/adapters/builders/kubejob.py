@@ -60,8 +60,8 @@ from reconciler.adapters.builders import script
 from reconciler.adapters.kube import Conflict, Kube, KubeError, NotFound
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import model
+from reconciler.core.poolplan import PoolPlan
 from reconciler.errors import BuildError, ReconcilerError
-from reconciler.planning import PoolPlan
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import logging
 from reconciler import failpoints
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import reference
+from reconciler.core.poolplan import PoolPlan
 from reconciler.errors import BuildError
-from reconciler.planning import PoolPlan
 
 log = logging.getLogger(__name__)
 

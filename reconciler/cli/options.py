@@ -19,9 +19,9 @@ from typing import Any, Literal, TypeVar
 import click
 
 from reconciler.adapters import git
-from reconciler.adapters.auth import Credentials
 from reconciler.adapters.git import GitAuth
 from reconciler.adapters.registry import RegistryClient
+from reconciler.adapters.registry.credentials import Credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
 

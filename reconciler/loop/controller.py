@@ -40,14 +40,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from reconciler import building, failpoints, holds, planning
+from reconciler import failpoints
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import history, load, model, pins
+from reconciler.core import history, load, model, pins, poolplan
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
-from reconciler.status import PoolStatus, StatusStore
+from reconciler.loop import building, holds, planning
+from reconciler.loop.status import PoolStatus, StatusStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("reconciler.controller")  # the logger keeps its name across moves
 
 PoolState = Literal["pinned", "unchanged", "held", "stalled", "failed", "unmanaged"]
 DEFAULT_AUTHOR = ("reconciler", "reconciler@gitops.bootc.dev")
@@ -187,7 +188,7 @@ class Reconciler:
                     pool, choice.action, choice.reason, existing, choice.action == "failed"
                 )
                 continue
-            assert isinstance(outcome, planning.PoolPlan)  # noqa: S101 - decide() says so
+            assert isinstance(outcome, poolplan.PoolPlan)  # noqa: S101 - decide() says so
             change = self._build(
                 outcome, existing, source, report,
                 reuse_only=choice.reuse_only, live_only=choice.live_only,
@@ -201,7 +202,7 @@ class Reconciler:
 
     def _build(
         self,
-        plan: planning.PoolPlan,
+        plan: poolplan.PoolPlan,
         existing: pins.Pin | None,
         source: CommitInfo,
         report: PassReport,
@@ -309,7 +310,7 @@ class Reconciler:
 
 
 def make_pin(
-    plan: planning.PoolPlan,
+    plan: poolplan.PoolPlan,
     result: building.BuildResult,
     source_commit: str,
     existing: pins.Pin | None = None,

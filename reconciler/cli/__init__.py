@@ -23,21 +23,14 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from reconciler import (
-    building,
-    cli_output,
-    controller,
-    extras,
-    holds,
-    planning,
-    review,
-    review_output,
-)
-from reconciler.adapters import builders, git, localgit, worktree
+from reconciler import extras
+from reconciler.adapters import builders, directory, git
+from reconciler.adapters.git import local as localgit
 from reconciler.adapters.registry import RegistryClient
 from reconciler.adapters.watch import RepositoryWatcher
-from reconciler.agent.cli import agent_command
-from reconciler.cli_options import (
+from reconciler.cli import output as cli_output
+from reconciler.cli.agent import agent_command
+from reconciler.cli.options import (
     ContainerfileBuilder,
     GitSource,
     RegistryOptions,
@@ -51,8 +44,11 @@ from reconciler.cli_options import (
 from reconciler.core import containerfile as containerfile_gen
 from reconciler.core import identity, imageplan, load, pins, schemas, verdict
 from reconciler.errors import ConfigError, ConfigProblem, InternalError, ReconcilerError
-from reconciler.status import Status, StatusStore
-from reconciler.webhook import WebhookServer
+from reconciler.loop import building, controller, holds, planning
+from reconciler.loop.status import Status, StatusStore
+from reconciler.loop.webhook import WebhookServer
+from reconciler.review import output as review_output
+from reconciler.review import revisions as review
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -151,7 +147,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def load_checked(repo_dir: Path) -> load.Repository:
     """The work tree's repository; a directory with no configuration in it is an error
     (a wrong --repo must not pass as "nothing to do")."""
-    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    repo = load.load_repository(directory.read_config_files(repo_dir))
     if not (repo.machine_configs or repo.pools or repo.os_configs or repo.broken
             or repo.problems):  # fmt: skip
         raise ConfigError.simple(

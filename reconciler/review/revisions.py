@@ -28,12 +28,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from reconciler import building, holds, planning
 from reconciler.adapters.git import CommitInfo, Mirror
-from reconciler.adapters.localgit import LocalRepository
+from reconciler.adapters.git.local import LocalRepository
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import diff, history, imageplan, load, merge, model, pins, verdict
+from reconciler.core import diff, history, imageplan, load, merge, model, pins, poolplan, verdict
 from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerError
+from reconciler.loop import building, holds, planning
 
 HISTORY_DEPTH = holds.HISTORY_DEPTH
 AGENT_NOTE = (
@@ -161,8 +161,8 @@ class PoolReview:
         return diff.node_action(self.diffs)
 
     @property
-    def plan(self) -> planning.PoolPlan | None:
-        return self.outcome if isinstance(self.outcome, planning.PoolPlan) else None
+    def plan(self) -> poolplan.PoolPlan | None:
+        return self.outcome if isinstance(self.outcome, poolplan.PoolPlan) else None
 
     @property
     def digest_after_merge(self) -> str | None:
@@ -271,7 +271,7 @@ def review_revisions(
             else:
                 errors.append(f"{pool}: {outcome.error}")
                 status = "error"
-        elif isinstance(outcome, planning.PoolPlan) and registry is not None:
+        elif isinstance(outcome, poolplan.PoolPlan) and registry is not None:
             try:
                 existing = building.find_existing(registry, outcome)
             except ReconcilerError as exc:
@@ -489,12 +489,12 @@ def predict_pass(
         elif choice.action == "unchanged":
             out[pool] = Prediction(pool, "unchanged", f"stays at {digest}", digest)
         else:
-            assert isinstance(outcome, planning.PoolPlan)  # noqa: S101 - decide() says so
+            assert isinstance(outcome, poolplan.PoolPlan)  # noqa: S101 - decide() says so
             out[pool] = _predict_build(outcome, building.find_existing(registry, outcome))
     return out
 
 
-def _predict_build(plan: planning.PoolPlan, existing: str | None) -> Prediction:
+def _predict_build(plan: poolplan.PoolPlan, existing: str | None) -> Prediction:
     if existing is not None:
         return Prediction(
             plan.pool, "pin", f"pins {existing} (image exists: no build)", existing, "none"

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("reconciler.status")  # the logger keeps its name across moves
 
 CONDITIONS = ("Ready", "Building", "Stalled", "Held")
 MAX_BACKOFF_S = 300.0
