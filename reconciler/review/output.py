@@ -29,7 +29,9 @@ from typing import Any, TextIO
 from reconciler.core import diff, poolplan, reference
 from reconciler.errors import ConfigProblem
 from reconciler.loop import planning
-from reconciler.review.revisions import AGENT_NOTE, HistoryEntry, PoolReview, Review, RollbackResult
+from reconciler.review.history import HistoryEntry
+from reconciler.review.revisions import AGENT_NOTE, PoolReview, Review
+from reconciler.review.rollback import RollbackResult
 
 COLLAPSE_LINES = 30
 MAX_COMMENT_CHARS = 60_000

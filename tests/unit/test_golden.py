@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters import directory
-from reconciler.cli import dump
+from reconciler.cli.output import dump
 from reconciler.core import load, verdict
 from reconciler.errors import ConfigProblem
 
