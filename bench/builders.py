@@ -40,11 +40,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler import building, planning
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.adapters.builders.buildah import BuildahBuilder
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import layer, load, oci, reference
+from reconciler.core import layer, load, oci, poolplan, reference
+from reconciler.loop import building, planning
 from tests.fixtures.buildbase import PackageRepo, build_image, push_base
 from tests.fixtures.registry import start_registry
 from tests.helpers import example_repo
@@ -67,10 +67,10 @@ def edit_chrony(repo: Path, n: int) -> None:
     path.write_text("\n---\n".join(docs))
 
 
-def plan_worker(client: RegistryClient, repo: Path) -> planning.PoolPlan:
-    loaded = load.load_repository(worktree.read_config_files(repo))
+def plan_worker(client: RegistryClient, repo: Path) -> poolplan.PoolPlan:
+    loaded = load.load_repository(directory.read_config_files(repo))
     plan = planning.Planner(client).plan_pools(loaded, ["worker"])["worker"]
-    if not isinstance(plan, planning.PoolPlan) or plan.builder != "native":
+    if not isinstance(plan, poolplan.PoolPlan) or plan.builder != "native":
         raise SystemExit(f"worker is not a native plan: {plan}")
     return plan
 
@@ -109,7 +109,7 @@ class Figures:
 def measure(
     client: RegistryClient, buildah: BuildahBuilder, repo: Path, host: str, changes: int
 ) -> Figures:
-    def for_buildah(plan: planning.PoolPlan) -> planning.PoolPlan:
+    def for_buildah(plan: poolplan.PoolPlan) -> poolplan.PoolPlan:
         # The same plan, pushed by buildah to a repository of its own.
         tag = plan.target.tag or "latest"
         target = reference.with_tag(reference.parse(f"{host}/bench/worker-buildah"), tag)
@@ -130,7 +130,7 @@ def measure(
         # (planning made them; made again here to time them alone).
         t0 = time.perf_counter()
         built = layer.build_layer(plan.image.entries)
-        created_by = f"{planning.NATIVE_CREATED_BY} {plan.rendered.name}"
+        created_by = f"{poolplan.NATIVE_CREATED_BY} {plan.rendered.name}"
         oci.compose_image(plan.base.manifest, plan.base.config_bytes, built,
                           labels=plan.image.labels, created_by=created_by)  # fmt: skip
         layer_s = time.perf_counter() - t0

@@ -27,8 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from reconciler import controller
 from reconciler.adapters import git
+from reconciler.loop import controller
 from tests.fixtures import registry as reg_fixture
 from tests.fixtures.gitservers import files_from_dir, run_git
 

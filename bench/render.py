@@ -21,7 +21,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.generate import generate
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.core import load, verdict
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp), args.configs, args.pools)
-        files = worktree.read_config_files(tmp)
+        files = directory.read_config_files(tmp)
     texts = [data.decode() for data in files.values() if isinstance(data, bytes)]
     size = sum(len(t) for t in texts)
 

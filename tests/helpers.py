@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reconciler import planning
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import load
+from reconciler.core import load, poolplan
+from reconciler.loop import planning
 
 if TYPE_CHECKING:
     from tests.fixtures.registry import RunningRegistry
@@ -38,16 +38,16 @@ def plan_pool(
 ) -> tuple[RegistryClient, planning.PoolOutcome]:
     """Plan one pool of the work tree at `repo_dir` against `registry` (the client is
     closed after the test by the registry fixture)."""
-    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    repo = load.load_repository(directory.read_config_files(repo_dir))
     client = registry.client(**client_kw)
     return client, planning.Planner(client).plan_pools(repo, [pool])[pool]
 
 
 def plan_built_by(
     registry: RunningRegistry, repo_dir: Path, pool: str, builder: str
-) -> tuple[RegistryClient, planning.PoolPlan]:
+) -> tuple[RegistryClient, poolplan.PoolPlan]:
     """`plan_pool`, asserting the pool plans and goes to `builder`."""
     client, plan = plan_pool(registry, repo_dir, pool)
-    assert isinstance(plan, planning.PoolPlan), plan
+    assert isinstance(plan, poolplan.PoolPlan), plan
     assert plan.builder == builder
     return client, plan

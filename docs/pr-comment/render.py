@@ -22,7 +22,7 @@ from markdown_it import MarkdownIt
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from reconciler import review_output  # noqa: E402
+from reconciler.review import output as review_output  # noqa: E402
 from tests.unit import review_cases  # noqa: E402
 
 OUT = Path(__file__).resolve().parent

@@ -121,12 +121,10 @@ def pinned_pools(commit: CommitRecord) -> dict[str, dict[str, str]]:
     return out
 
 
-HistoryKind = Literal["build", "reuse", "revert", "hold"]
+CommitKind = Literal["build", "reuse", "revert", "hold"]
 
 
-def classify(
-    commit: CommitRecord, pool: str, earlier_digests: set[str], digest: str
-) -> HistoryKind:
+def classify(commit: CommitRecord, pool: str, earlier_digests: set[str], digest: str) -> CommitKind:
     """What a commit that changed `pins/<pool>.yaml` did to the pool.
 
     `build`: the reconciler pinned a newly built image. `reuse`: it pinned an image that

@@ -254,3 +254,8 @@ def _check_path(text: str, path: str) -> None:
                 what,
                 _PATH_FIX,
             )
+
+
+def short_image(ref: ImageRef, digest: str) -> str:
+    """`host/path@sha256:<12 hex>`: how an uploaded image is named in one log line."""
+    return f"{repository(ref)}@{digest[:19]}"

@@ -806,7 +806,7 @@ def test_a_core_exception_in_one_pool_stalls_it_and_the_others_are_pinned(
 
 
 def test_an_unexpected_exception_is_one_line_and_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
-    from reconciler import cli as cli_module
+    from reconciler.cli import repository as cli_module
 
     def boom(*_a: object, **_k: object) -> None:
         raise ZeroDivisionError("division by zero")

@@ -19,8 +19,8 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from reconciler import cli_output
 from reconciler.cli import cli
+from reconciler.cli import output as cli_output
 from tests.fixtures.bootc import FakeHost, pin_text
 from tests.fixtures.gitservers import GitServers, files_from_dir, run_git
 from tests.fixtures.registry import BaseImage, RunningRegistry

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import controller
 from reconciler.adapters import git
 from reconciler.core import history, pins
+from reconciler.loop import controller
 from tests.fixtures.gitservers import GitServer, GitServers, files_from_dir, run_git
 from tests.fixtures.registry import BaseImage, RunningRegistry
 from tests.helpers import example_repo

@@ -23,11 +23,11 @@ from click.testing import CliRunner, Result
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from reconciler import controller
 from reconciler.adapters import git
 from reconciler.adapters.registry import RegistryClient
 from reconciler.cli import cli
 from reconciler.core import pins
+from reconciler.loop import controller
 from tests.fixtures.gitservers import GitServer, GitServers, files_from_dir, run_git
 from tests.fixtures.registry import BaseImage, RunningRegistry
 from tests.helpers import example_repo

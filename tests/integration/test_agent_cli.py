@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.agent.cli import agent_command
+from reconciler.cli.agent import agent_command
 from tests.fixtures.bootc import FakeHost, pin_text
 from tests.fixtures.gitservers import GitServer
 from tests.fixtures.kubeapi import FakeKube, node

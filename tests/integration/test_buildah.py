@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler import building, planning
 from reconciler.adapters.builders.buildah import BuildahBuilder
 from reconciler.adapters.registry import RegistryClient
+from reconciler.core import poolplan
 from reconciler.errors import BuildError
+from reconciler.loop import building
 from tests.fixtures.buildbase import RT_KERNEL_VERSION, BuildBase
 from tests.fixtures.registry import KERNEL_VERSION, PASSWORD, USERNAME, RunningRegistry
 from tests.helpers import example_repo, plan_built_by
@@ -58,7 +59,7 @@ def make_repo(
 
 def plan_infra(
     registry: RunningRegistry, repo_dir: Path
-) -> tuple[RegistryClient, planning.PoolPlan]:
+) -> tuple[RegistryClient, poolplan.PoolPlan]:
     return plan_built_by(registry, repo_dir, "infra", "buildah")
 
 

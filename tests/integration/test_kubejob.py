@@ -23,12 +23,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reconciler import building, planning
 from reconciler.adapters.builders import kubejob, script
 from reconciler.adapters.kube import Kube
 from reconciler.adapters.registry import RegistryClient
 from reconciler.cli import cli
+from reconciler.core import poolplan
 from reconciler.errors import BuildError
+from reconciler.loop import building
 from tests.fixtures.buildbase import BuildBase
 from tests.fixtures.kubeapi import FakeKube
 from tests.fixtures.kubelet import FakeKubelet
@@ -79,7 +80,7 @@ def make_repo(
 
 def plan_infra(
     registry: RunningRegistry, repo_dir: Path
-) -> tuple[RegistryClient, planning.PoolPlan]:
+) -> tuple[RegistryClient, poolplan.PoolPlan]:
     return plan_built_by(registry, repo_dir, "infra", "job")
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import building, planning
 from reconciler.cli import cli
+from reconciler.core import poolplan
 from reconciler.errors import RegistryError
+from reconciler.loop import building, planning
 from tests.fixtures import bootc_lint
 from tests.fixtures.registry import BaseImage, RunningRegistry
 from tests.helpers import example_repo, plan_pool
@@ -35,7 +36,7 @@ def test_predicted_digest_is_the_pushed_digest_and_a_rebuild_uploads_nothing(
     registry: RunningRegistry, worker_repo: Path
 ) -> None:
     client, plan = plan_pool(registry, worker_repo, "worker")
-    assert isinstance(plan, planning.PoolPlan)
+    assert isinstance(plan, poolplan.PoolPlan)
     assert plan.builder == "native"
     predicted = plan.predicted_digest
     assert predicted is not None
@@ -229,7 +230,7 @@ def test_index_selects_the_pools_architecture(
 ) -> None:
     repo = example_repo(tmp_path / "repo", registry.host, base_image.multi_ref)
     _, plan = plan_pool(registry, repo, "worker")
-    assert isinstance(plan, planning.PoolPlan)
+    assert isinstance(plan, poolplan.PoolPlan)
     assert plan.base.digest == base_image.multi_amd64_digest
     assert plan.base.index_digest == base_image.multi_digest
 

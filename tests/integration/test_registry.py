@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 import reconciler.adapters.registry as registry_module
-from reconciler.adapters.auth import Credentials
 from reconciler.adapters.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
+from reconciler.adapters.registry.credentials import Credentials
 from reconciler.errors import RegistryError
 from tests.fixtures.registry import (
     PASSWORD,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters.git import Mirror
-from reconciler.status import Status, StatusStore
+from reconciler.loop.status import Status, StatusStore
 from tests.fixtures.gitservers import GitServer, run_git
 
 pytestmark = pytest.mark.git

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler import planning, review
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.adapters.git import CommitInfo
-from reconciler.adapters.registry import Resolved
 from reconciler.core import load, reference
+from reconciler.core.poolplan import Resolved
 from reconciler.errors import RegistryError
+from reconciler.loop import planning
+from reconciler.review import revisions as review
 from tests.helpers import EXAMPLES
 
 BASE_SHA = "1a2b3c4d5e" * 4
@@ -90,7 +91,7 @@ class FakeReader:
 
 
 def examples() -> dict[str, bytes]:
-    return {p: d for p, d in worktree.read_config_files(EXAMPLES).items()
+    return {p: d for p, d in directory.read_config_files(EXAMPLES).items()
             if isinstance(d, bytes)}  # fmt: skip
 
 

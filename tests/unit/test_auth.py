@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.adapters import auth
-from reconciler.adapters.auth import Credentials
+from reconciler.adapters.registry import credentials as auth
+from reconciler.adapters.registry.credentials import Credentials
 from reconciler.errors import ConfigError
 
 SECRET = "pa55-Very-Secret"

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from reconciler.adapters import directory
 from reconciler.adapters import git as gitmod
-from reconciler.adapters import worktree
 from reconciler.adapters.git import Mirror
 from reconciler.core import contents, load
 from reconciler.core.load import Unreadable
@@ -96,7 +96,7 @@ def hostile_tree(tmp_path: Path) -> Path:
 
 @pytest.mark.timeout(30)
 def test_a_directory_is_read_without_leaving_it_or_blocking(hostile_tree: Path) -> None:
-    files = worktree.read_config_files(hostile_tree)
+    files = directory.read_config_files(hostile_tree)
 
     ok = {p: v for p, v in files.items() if isinstance(v, bytes)}
     assert ok == {
@@ -154,7 +154,7 @@ def test_a_socket_is_refused_not_opened(short_dir: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     try:
         sock.bind(str(short_dir / "machineconfigs" / "s.yaml"))
-        files = worktree.read_config_files(short_dir)
+        files = directory.read_config_files(short_dir)
     finally:
         sock.close()
     assert files == {
@@ -174,7 +174,7 @@ def test_directory_links_are_not_descended_even_in_a_loop(tmp_path: Path) -> Non
     os.symlink("real", mc / "alias")
     os.symlink("..", mc / "real" / "up")
     os.symlink(".", mc / "here")
-    assert worktree.read_config_files(tmp_path) == {"machineconfigs/real/a.yaml": b"a: 1\n"}
+    assert directory.read_config_files(tmp_path) == {"machineconfigs/real/a.yaml": b"a: 1\n"}
 
 
 # --- YAML aliases ("billion laughs") ------------------------------------------------------

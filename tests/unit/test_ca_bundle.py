@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.cli import cli
 from reconciler.core import containerfile, identity, imageplan, load, merge
 
@@ -33,7 +33,7 @@ def repo_with(tmp_path: Path, ca_bundle: str | None) -> Path:
 
 
 def plan_and_digest(repo_dir: Path, pool: str) -> tuple[imageplan.ImagePlan, str]:
-    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    repo = load.load_repository(directory.read_config_files(repo_dir))
     assert not repo.problems, repo.problems
     mosc = repo.os_configs[pool].obj
     rendered = merge.render_pool(repo, pool)
@@ -82,7 +82,7 @@ def test_a_bad_bundle_is_refused_without_echoing_it(
     tmp_path: Path, bundle: str, problem: str
 ) -> None:
     repo_dir = repo_with(tmp_path, bundle)
-    repo = load.load_repository(worktree.read_config_files(repo_dir))
+    repo = load.load_repository(directory.read_config_files(repo_dir))
     [found] = [p for p in repo.problems if p.field == "spec.caBundle"]
     text = str(found)
     assert text.startswith("reconciler.yaml:")

@@ -86,7 +86,7 @@ def test_pull_request_commands_work_without_the_client() -> None:
 
 def test_importing_the_cli_does_not_import_the_client() -> None:
     probe = (
-        "import sys; import reconciler.cli, reconciler.agent.cli, reconciler.controller; "
+        "import sys; import reconciler.cli, reconciler.cli.agent, reconciler.loop.controller; "
         "print('kubernetes' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.cli_options import GitSource, git_options
+from reconciler.cli.options import GitSource, git_options
 
 SCRIPT = Path(sys.executable).parent / "reconciler"
 GIT_ACCESS = {"--git-token-file", "--git-username", "--git-password-file", "--ssh-key",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.cli import cli
 from reconciler.core import containerfile, imageplan, layer, load, merge, model
 from reconciler.core.imageplan import ImagePlan
@@ -22,7 +22,7 @@ DIGEST = "sha256:" + "d" * 64
 
 
 def example_plan(pool: str, os_config: model.MachineOSConfig | None = None) -> ImagePlan:
-    repo = load.load_repository(worktree.read_config_files(EXAMPLES))
+    repo = load.load_repository(directory.read_config_files(EXAMPLES))
     loaded = repo.os_configs.get(pool)
     mosc = os_config or (loaded.obj if loaded else None)
     arch = imageplan.pool_architecture(mosc, repo.settings)

@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.core import diff, load, merge
 from tests.helpers import EXAMPLES
 
 
 @pytest.fixture(scope="module")
 def worker() -> dict[str, Any]:
-    repo = load.load_repository(worktree.read_config_files(EXAMPLES))
+    repo = load.load_repository(directory.read_config_files(EXAMPLES))
     return dict(merge.render_pool(repo, "worker").spec)
 
 

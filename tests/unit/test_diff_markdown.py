@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 from markdown_it import MarkdownIt
 
-from reconciler import review, review_output
 from reconciler.adapters.git import CommitInfo
 from reconciler.core import diff
+from reconciler.review import output as review_output
+from reconciler.review import revisions as review
 
 
 def commit(sha: str, subject: str) -> CommitInfo:

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from reconciler import cli as cli_module
-from reconciler import cli_output
 from reconciler.cli import cli
+from reconciler.cli import output as cli_output
+from reconciler.cli import repository as cli_module
 from tests.fixtures.registry import BaseImage, RunningRegistry
 from tests.helpers import EXAMPLES, example_repo
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters import worktree
-from reconciler.cli import dump
+from reconciler.adapters import directory
+from reconciler.cli.output import dump
 from reconciler.core import load, verdict
 from reconciler.errors import ConfigProblem
 
@@ -26,7 +26,7 @@ CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "repo").is_dir())
 
 @pytest.mark.parametrize("case", CASES)
 def test_render_matches_golden(case: str) -> None:
-    repo = load.load_repository(worktree.read_config_files(GOLDEN / case / "repo"))
+    repo = load.load_repository(directory.read_config_files(GOLDEN / case / "repo"))
     rendered, failed = verdict.render_all(repo)
     expected_dir = GOLDEN / case / "expected"
     found = {

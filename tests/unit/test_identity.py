@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.core import identity, load, merge, model, oci
 from reconciler.core.merge import RenderedConfig
 
@@ -22,7 +22,7 @@ SETTINGS = model.ReconcilerConfigSpec()
 
 
 def repo() -> load.Repository:
-    return load.load_repository(worktree.read_config_files(EXAMPLES))
+    return load.load_repository(directory.read_config_files(EXAMPLES))
 
 
 def rendered(pool: str = "infra", files: dict[str, bytes] | None = None) -> RenderedConfig:
@@ -136,7 +136,7 @@ def test_packages_of_unused_extensions_do_not_matter() -> None:
 
 
 def test_yaml_key_order_and_file_layout_do_not_matter() -> None:
-    files = worktree.read_config_files(EXAMPLES)
+    files = directory.read_config_files(EXAMPLES)
     # the same documents, re-dumped with keys reversed and all in one file
     docs = []
     for path in sorted(files):

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.adapters import worktree
+from reconciler.adapters import directory
 from reconciler.core import imageplan, layer, load, merge, model
 from reconciler.core.imageplan import ImagePlan, plan_image
 from reconciler.core.layer import Entry
@@ -714,7 +714,7 @@ def test_pool_without_base_image_is_refused() -> None:
 
 
 def example_plan(pool: str) -> ImagePlan:
-    repo = load.load_repository(worktree.read_config_files(EXAMPLES))
+    repo = load.load_repository(directory.read_config_files(EXAMPLES))
     loaded = repo.os_configs.get(pool)
     mosc = loaded.obj if loaded else None
     arch = imageplan.pool_architecture(mosc, repo.settings)

@@ -14,7 +14,7 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from reconciler import review_output
+from reconciler.review import output as review_output
 from tests.unit import review_cases
 
 GOLDEN = Path(__file__).parent / "golden_markdown"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler.cli import _status_text
+from reconciler.cli.loop import _status_text
 
 NOW = 1_800_000_000.0
 DIGEST = "sha256:" + "ab12" * 16

@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from reconciler.webhook import WebhookServer, pushed_ref, verify
+from reconciler.loop.webhook import WebhookServer, pushed_ref, verify
 
 SECRET = b"s3cret-hook-key"
 BODY = json.dumps({"ref": "refs/heads/main", "after": "ab" * 20}).encode()

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from reconciler.webhook import MAX_BODY, WebhookServer
+from reconciler.loop.webhook import MAX_BODY, WebhookServer
 
 SECRET = b"s3cret-hook-key"
 BODY = json.dumps({"ref": "refs/heads/main", "after": "ab" * 20}).encode()

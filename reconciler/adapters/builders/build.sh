@@ -64,7 +64,6 @@ say "pulling $BASE_IMAGE"
 bah pull --quiet --policy missing "${pull[@]}" "$BASE_IMAGE" >/dev/null ||
   fail 10 "pulling the base image $BASE_IMAGE"
 
-say "building $IMAGE"
 # --timestamp fixes the created time and every file's mtime: the same inputs give the
 # same image digest (reference test-infrastructure.md §4). --pull=false: the base is
 # present (pulled by digest above); other FROMs of the admin's content are pulled once.

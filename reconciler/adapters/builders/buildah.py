@@ -49,8 +49,9 @@ from typing import IO
 
 from reconciler.adapters.builders import script
 from reconciler.adapters.registry import RegistryClient
+from reconciler.core import reference
+from reconciler.core.poolplan import PoolPlan
 from reconciler.errors import BuildError
-from reconciler.planning import PoolPlan
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,11 @@ class BuildahBuilder:
             digest = script.check_digest(inputs, (work / "digest.out").read_text(), where=where)
             shutil.rmtree(build_dir, ignore_errors=True)
         log_path.unlink(missing_ok=True)
-        log.info("pool %s: pushed %s@%s (buildah)", plan.pool, inputs.target, digest)
+        log.info(
+            "pool %s: uploaded image %s (buildah)",
+            plan.pool,
+            reference.short_image(inputs.target, digest),
+        )
         return digest
 
     def _env(self, inputs: script.BuildInputs, input_dir: Path, work: Path) -> dict[str, str]:
@@ -225,7 +230,6 @@ class BuildahBuilder:
     ) -> tuple[int | None, str]:
         """Run build.sh; stream its output; returns (exit status or None if killed, tail)."""
         started = time.monotonic()
-        log.info("pool %s: building %s with buildah", inputs.pool, inputs.image)
         with open(log_path, "w") as log_file:
             proc = subprocess.Popen(
                 ["bash", str(script.SCRIPT)],

@@ -59,9 +59,9 @@ from kubernetes import client
 from reconciler.adapters.builders import script
 from reconciler.adapters.kube import Conflict, Kube, KubeError, NotFound
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import model
+from reconciler.core import model, reference
+from reconciler.core.poolplan import PoolPlan
 from reconciler.errors import BuildError, ReconcilerError
-from reconciler.planning import PoolPlan
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,12 @@ class JobBuilder:
                 transient=exc.transient,
             ) from None
         self._delete_all(name)
-        log.info("pool %s: pushed %s@%s (Job %s)", plan.pool, inputs.target, digest, name)
+        log.info(
+            "pool %s: uploaded image %s (Job %s)",
+            plan.pool,
+            reference.short_image(inputs.target, digest),
+            name,
+        )
         return digest
 
     # --- manifests ------------------------------------------------------------------------

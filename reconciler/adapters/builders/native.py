@@ -19,8 +19,8 @@ import logging
 from reconciler import failpoints
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import reference
+from reconciler.core.poolplan import PoolPlan
 from reconciler.errors import BuildError
-from reconciler.planning import PoolPlan
 
 log = logging.getLogger(__name__)
 
@@ -49,5 +49,7 @@ def push_native(registry: RegistryClient, plan: PoolPlan) -> str:
         raise BuildError(
             f"pushed {digest} for pool {plan.pool}, predicted {composed.manifest_digest}"
         )
-    log.info("pool %s: pushed %s@%s (native)", plan.pool, target, digest)
+    log.info(
+        "pool %s: uploaded image %s (native)", plan.pool, reference.short_image(plan.target, digest)
+    )
     return digest

@@ -23,11 +23,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.adapters.auth import Credential, Credentials
+from reconciler.adapters.registry.credentials import Credential, Credentials
 from reconciler.core import canonical, containerfile, reference
+from reconciler.core.poolplan import PoolPlan
 from reconciler.core.reference import ImageRef
 from reconciler.errors import BuildError
-from reconciler.planning import PoolPlan
 
 SCRIPT = Path(__file__).with_name("build.sh")
 SCRIPT_NAME = SCRIPT.name

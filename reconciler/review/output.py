@@ -26,16 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from reconciler import planning
-from reconciler.core import diff, reference
+from reconciler.core import diff, poolplan, reference
 from reconciler.errors import ConfigProblem
-from reconciler.review import (
-    AGENT_NOTE,
-    HistoryEntry,
-    PoolReview,
-    Review,
-    RollbackResult,
-)
+from reconciler.loop import planning
+from reconciler.review.history import HistoryEntry
+from reconciler.review.revisions import AGENT_NOTE, PoolReview, Review
+from reconciler.review.rollback import RollbackResult
 
 COLLAPSE_LINES = 30
 MAX_COMMENT_CHARS = 60_000
@@ -223,7 +219,7 @@ def _build_summary(r: PoolReview) -> str:
         return ""
     if isinstance(outcome, planning.Unmanaged) or (r.head and r.head.os_config is None):
         return "unmanaged (no MachineOSConfig)"
-    if isinstance(outcome, planning.PoolPlan):
+    if isinstance(outcome, poolplan.PoolPlan):
         return outcome.builder
     if r.not_planned:
         return "not planned"

@@ -18,10 +18,11 @@ from typing import Any, Literal, TypeVar
 
 import click
 
+from reconciler import extras
 from reconciler.adapters import git
-from reconciler.adapters.auth import Credentials
 from reconciler.adapters.git import GitAuth
 from reconciler.adapters.registry import RegistryClient
+from reconciler.adapters.registry.credentials import Credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -287,3 +288,13 @@ def parse_author(text: str) -> tuple[str, str]:
 
 
 ContainerfileBuilder = Literal["buildah", "job"]
+
+
+output_option = click.option(
+    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+def require_kubernetes_for(containerfile_builder: ContainerfileBuilder) -> None:
+    if containerfile_builder == "job":
+        extras.require_kubernetes("--containerfile-builder job")

@@ -4,28 +4,7 @@ Stage: the main job. Input: the config repository (a remote URL or a local path)
 branch. Output: at most one commit per pass, touching only `pins/`, pushed as a
 compare-and-swap; and `status.json` in the work directory.
 
-One pass (`Reconciler.reconcile_once`), step by step:
-1. fetch: one `git ls-remote`; nothing else when the remote has not moved since the
-   last pass and no retry or base-image re-check is due (so the reconciler never
-   reacts to its own commits: after its push the remote head *is* what it saw);
-2. load: the config files at that commit, read from the bare mirror (no checkout);
-3. plan: render every pool, resolve base images, compute identities;
-4. decide per pool (holds from Git history; unchanged inputs → nothing to do);
-5. build what is missing (one HEAD request finds an image that exists: no rebuild
-   after a restart, on another replica, after a revert);
-6. commit all pins that move in one commit with trailers;
-7. push without force: if the remote moved, fetch, re-plan on the new head (images
-   already pushed are found by identity) and try again, a bounded number of times.
-
-Per-pool isolation: a pool whose config is bad (Stalled), whose build failed or whose
-base image cannot be resolved keeps its last pin; the others go on. Transient failures
-are retried with backoff even when Git does not move; config errors wait for a commit.
-
-Crash safety comes from the order of effects: images are pushed before any pin names
-them (a manifest PUT is the only thing that creates a tag); the pin commit is made
-locally and pushed in one step; the status file is written last. Killed anywhere, a
-restart recomputes the same identities, finds the images, and either finds the pins
-already pushed or makes the one commit again.
+The steps, per-pool isolation and crash safety: docs/design/loop.md.
 """
 
 from __future__ import annotations
@@ -40,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from reconciler import building, failpoints, holds, planning
+from reconciler import failpoints
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import history, load, model, pins
+from reconciler.core import history, load, model, pins, poolplan
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
-from reconciler.status import PoolStatus, StatusStore
+from reconciler.loop import building, holds, planning
+from reconciler.loop.status import PoolStatus, StatusStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("reconciler.controller")  # the logger keeps its name across moves
 
 PoolState = Literal["pinned", "unchanged", "held", "stalled", "failed", "unmanaged"]
 DEFAULT_AUTHOR = ("reconciler", "reconciler@gitops.bootc.dev")
@@ -187,7 +167,7 @@ class Reconciler:
                     pool, choice.action, choice.reason, existing, choice.action == "failed"
                 )
                 continue
-            assert isinstance(outcome, planning.PoolPlan)  # noqa: S101 - decide() says so
+            assert isinstance(outcome, poolplan.PoolPlan)  # noqa: S101 - decide() says so
             change = self._build(
                 outcome, existing, source, report,
                 reuse_only=choice.reuse_only, live_only=choice.live_only,
@@ -201,7 +181,7 @@ class Reconciler:
 
     def _build(
         self,
-        plan: planning.PoolPlan,
+        plan: poolplan.PoolPlan,
         existing: pins.Pin | None,
         source: CommitInfo,
         report: PassReport,
@@ -309,7 +289,7 @@ class Reconciler:
 
 
 def make_pin(
-    plan: planning.PoolPlan,
+    plan: poolplan.PoolPlan,
     result: building.BuildResult,
     source_commit: str,
     existing: pins.Pin | None = None,

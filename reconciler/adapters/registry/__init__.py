@@ -70,8 +70,9 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import httpx
 
-from reconciler.adapters.auth import Credential, Credentials
+from reconciler.adapters.registry.credentials import Credential, Credentials
 from reconciler.core import reference
+from reconciler.core.poolplan import Resolved
 from reconciler.core.reference import ImageRef
 from reconciler.errors import ConfigError, ConfigProblem, RegistryError
 
@@ -115,43 +116,6 @@ class Manifest(NamedTuple):
     data: bytes
     media_type: str
     digest: str
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """An image reference resolved to one platform's image manifest.
-
-    `digest` is what a pin records and `bootc switch` gets; `index_digest` is set when
-    the reference named an index (manifest list) and `digest` was selected from it.
-    """
-
-    ref: ImageRef
-    digest: str
-    media_type: str
-    manifest: bytes
-    manifest_json: Mapping[str, Any]
-    config: Mapping[str, Any]
-    config_bytes: bytes
-    platform: str
-    index_digest: str | None = None
-
-    @property
-    def pinned(self) -> ImageRef:
-        """`host/path@sha256:...` of the per-platform manifest, without a tag."""
-        return reference.with_digest(self.ref, self.digest)
-
-    @property
-    def repository(self) -> str:
-        return reference.repository(self.ref)
-
-    @property
-    def config_descriptor(self) -> Mapping[str, Any]:
-        desc: Mapping[str, Any] = self.manifest_json["config"]
-        return desc
-
-    @property
-    def layers(self) -> list[Mapping[str, Any]]:
-        return list(self.manifest_json.get("layers", []))
 
 
 @dataclass

@@ -29,11 +29,14 @@ import tempfile
 import time
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from reconciler.core import pins
+
+log = logging.getLogger("reconciler.status")  # the logger keeps its name across moves
 
 CONDITIONS = ("Ready", "Building", "Stalled", "Held")
 MAX_BACKOFF_S = 300.0
@@ -218,3 +221,31 @@ class StatusStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def status_document(
+    head: str, pinned: Mapping[str, pins.Pin | pins.PinError], recorded: Status
+) -> dict[str, Any]:
+    pools: dict[str, Any] = {}
+    for name, pin in sorted(pinned.items()):
+        if isinstance(pin, pins.PinError):
+            pools[name] = {"pin": None, "pinError": str(pin)}
+        else:
+            pools[name] = {"pin": pin.spec.image, "sourceCommit": pin.spec.source_commit,
+                           "renderedConfig": pin.spec.rendered_config}  # fmt: skip
+    for name, state in recorded.pools.items():
+        entry = pools.setdefault(name, {"pin": None})
+        entry["conditions"] = {
+            k: {"status": c.status, "reason": c.reason, "message": c.message, "since": c.since}
+            for k, c in state.conditions.items()
+        }
+        entry["lastError"] = state.last_error
+        if state.retry_at:
+            entry["retryAt"] = state.retry_at
+    return {
+        "head": head,
+        "observedHead": recorded.observed_head,
+        "statusIsCurrent": recorded.observed_head == head,
+        "lastPass": recorded.last_pass,
+        "pools": pools,
+    }

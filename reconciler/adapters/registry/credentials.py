@@ -49,7 +49,7 @@ import yaml
 
 from reconciler.errors import ConfigError, ConfigProblem
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("reconciler.adapters.auth")  # the logger keeps its name across moves
 
 # The three names of Docker Hub (containers/image `normalizeRegistry`).
 _DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from reconciler import cli_output, extras
+from reconciler import extras
 from reconciler.adapters import bootc as bootc_mod
 from reconciler.adapters import git
 from reconciler.agent import health
@@ -27,7 +27,8 @@ from reconciler.agent.coordination import Coordinator, FleetLock, NoCoordination
 from reconciler.agent.live import LiveApplier
 from reconciler.agent.source import GitPinSource, PoolNotFound, pool_for_labels
 from reconciler.agent.state import AgentState, Phase, StateStore
-from reconciler.cli_options import git_auth_options
+from reconciler.cli import output as cli_output
+from reconciler.cli.options import git_auth_options
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
 log = logging.getLogger("reconciler.agent")

@@ -17,11 +17,11 @@ from typing import Literal, Protocol
 from reconciler.adapters.builders.native import push_native
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import reference
+from reconciler.core.poolplan import PoolPlan
 from reconciler.core.reference import ImageRef
 from reconciler.errors import BuildError
-from reconciler.planning import PoolPlan
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("reconciler.building")  # the logger keeps its name across moves
 
 BuiltBy = Literal["native", "buildah", "job", "reused"]
 

@@ -16,6 +16,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import click
+import yaml
+
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
 EXIT_CHANGES: Final = 2
@@ -55,3 +58,31 @@ def _default(obj: object) -> Any:
     if isinstance(obj, datetime):
         return rfc3339(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (unit files, dropins) as `|` blocks, readable in a terminal."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = (
+        "|" if "\n" in data and all(line == line.rstrip() for line in data.split("\n")) else None
+    )
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_BlockDumper.add_representer(str, _str_presenter)
+
+
+def dump(obj: Any, output: str) -> str:
+    """Objects as JSON or YAML, keys sorted (the same object always prints the same)."""
+    if output == "json":
+        return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
+    text: str = yaml.dump(
+        obj, Dumper=_BlockDumper, sort_keys=True, allow_unicode=True, width=1 << 16
+    )
+    return text.rstrip()
+
+
+def echo_json(kind: str, body: dict[str, Any]) -> None:
+    click.echo(dumps(kind, body))

@@ -16,11 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from reconciler.adapters.registry import Resolved
 from reconciler.core import (
     decision,
     identity,
-    imageplan,
     layer,
     load,
     merge,
@@ -30,84 +28,13 @@ from reconciler.core import (
     reference,
     verdict,
 )
+from reconciler.core.poolplan import NATIVE_CREATED_BY, Builder, PoolPlan, Resolved
 from reconciler.core.reference import ImageRef
 from reconciler.errors import ConfigError, InternalError, ReconcilerError, is_transient
-
-Builder = Literal["native", "buildah", "job"]
-NATIVE_CREATED_BY = "reconciler: config layer"
 
 
 class BaseResolver(Protocol):
     def resolve(self, ref: ImageRef | str, arch: str = "amd64", os: str = "linux") -> Resolved: ...
-
-
-@dataclass(frozen=True)
-class PoolPlan:
-    """Everything known about a pool's image before it is built."""
-
-    pool: str
-    rendered: merge.RenderedConfig
-    image: imageplan.ImagePlan
-    os_config: model.MachineOSConfig
-    architecture: str
-    base: Resolved
-    inputs_digest: str
-    target: ImageRef
-    """`registry/repo:tag`; the tag derives from the inputs digest."""
-    builder: Builder
-    layer: layer.Layer | None = None
-    composed: oci.ComposedImage | None = None
-    """Native builds only: the exact config and manifest bytes to push."""
-
-    @property
-    def ca_bundle(self) -> bytes | None:
-        """The CA bundle the image trusts (covered by the inputs digest)."""
-        return self.image.ca_bundle
-
-    @property
-    def decision_target(self) -> decision.Target:
-        """What `decision.decide` compares a pin with."""
-        return decision.Target(
-            self.inputs_digest,
-            reference.repository(self.target),
-            self.architecture,
-            self.live_config_digest,
-        )
-
-    @property
-    def live_config_digest(self) -> str | None:
-        """The pin's `liveConfigDigest`: core's SSH keys and password hash, which nodes
-        apply live (never part of the image or its identity)."""
-        return pins.live_config_digest(
-            self.rendered.ssh_authorized_keys, self.rendered.password_hash
-        )
-
-    @property
-    def predicted_digest(self) -> str | None:
-        return self.composed.manifest_digest if self.composed is not None else None
-
-    @property
-    def base_image(self) -> str:
-        """The base image as written in the repository."""
-        return self.image.base_image
-
-    def summary(self) -> dict[str, Any]:
-        """The JSON `reconciler plan` prints for the pool."""
-        return {
-            "pool": self.pool,
-            "renderedConfig": self.rendered.name,
-            "inputsDigest": self.inputs_digest,
-            "builder": self.builder,
-            "reasons": list(self.image.reasons),
-            "architecture": self.architecture,
-            "baseImage": self.base_image,
-            "baseImageDigest": self.base.digest,
-            "image": {
-                "repository": reference.repository(self.target),
-                "tag": self.target.tag,
-            },
-            "predictedDigest": self.predicted_digest,
-        }
 
 
 @dataclass(frozen=True)

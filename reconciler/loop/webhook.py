@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("reconciler.webhook")  # the logger keeps its name across moves
 
 MAX_BODY = 25 * 1024 * 1024
 TIMESTAMP_TOLERANCE_S = 300

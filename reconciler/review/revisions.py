@@ -1,48 +1,30 @@
-"""Review: plans between two revisions, the pin history of pools, and rollback.
+"""Plans between two revisions, and what the next pass does with each pool.
 
-Stage: orchestration for the commands admins and auditors run in a clone (`reconciler
-plan --base/--head`, `history`, `rollback`). Inputs: a reader of Git objects (a
-`Mirror`, or `LocalRepository.view`), commit ids, and for plans a `Planner` and the
-registry. Outputs: values (`Review`, `HistoryEntry`, `Prediction`, `RollbackResult`)
-that `review_render` prints as text, markdown or JSON.
-
-- `review_revisions`: for each pool whose inputs differ between base and head, the
-  rendered config diff (`core.diff`), the MCO-style disruption, and what the head makes
-  of it (`planning`): build path, inputs digest, target and, for native builds, the exact
-  digest; plus whether that image is already in the registry (built ahead of merge by
-  `reconciler build --ref`: the reconciler then pins it without a build).
-- `pool_history`: every commit that changed `pins/<pool>.yaml`, classified as the loop
-  classifies it (`core.history.classify`: build, reuse, revert, hold), with the config
-  commit it came from.
-- `predict_pass`: what the next reconcile pass will do with each pool at a commit: the
-  same decisions as `controller.Reconciler` (holds from history, unchanged inputs,
-  image found by identity, native or Containerfile build), without building or pushing.
-- `rollback`: revert the config commits since a point in a pool's history (or commit a
-  hold of an earlier pin), then predict the next pass.
+Stage: review, for `reconciler plan --base/--head` and `rollback`. Inputs: a reader of
+Git objects (a `Mirror`, or `LocalRepository.view`), commit ids, a `Planner` and the
+registry. Outputs: a `Review` (per pool: rendered config diff, disruption, build path,
+target, whether the image already exists) and `Prediction`s made by the loop's own
+decision (`core.decision`), without building or pushing.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from reconciler import building, holds, planning
 from reconciler.adapters.git import CommitInfo, Mirror
-from reconciler.adapters.localgit import LocalRepository
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import diff, history, imageplan, load, merge, model, pins, verdict
-from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerError
+from reconciler.core import diff, imageplan, load, merge, model, pins, poolplan, verdict
+from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
+from reconciler.loop import building, holds, planning
 
-HISTORY_DEPTH = holds.HISTORY_DEPTH
 AGENT_NOTE = (
     "Our node agent applies core's SSH keys and password hash live (no reboot) and every "
     "other change as a new image with `bootc switch` and a reboot, node by node within the "
     "pool's maxUnavailable; the MCO policy shown in the details is what MCO's default node "
     "disruption policies would do for the same change."
 )
-_DIGEST_PREFIX_RE = re.compile(r"^sha256:[0-9a-f]{7,64}$")
 
 
 # --- reading a revision ----------------------------------------------------------------------
@@ -161,8 +143,8 @@ class PoolReview:
         return diff.node_action(self.diffs)
 
     @property
-    def plan(self) -> planning.PoolPlan | None:
-        return self.outcome if isinstance(self.outcome, planning.PoolPlan) else None
+    def plan(self) -> poolplan.PoolPlan | None:
+        return self.outcome if isinstance(self.outcome, poolplan.PoolPlan) else None
 
     @property
     def digest_after_merge(self) -> str | None:
@@ -271,7 +253,7 @@ def review_revisions(
             else:
                 errors.append(f"{pool}: {outcome.error}")
                 status = "error"
-        elif isinstance(outcome, planning.PoolPlan) and registry is not None:
+        elif isinstance(outcome, poolplan.PoolPlan) and registry is not None:
             try:
                 existing = building.find_existing(registry, outcome)
             except ReconcilerError as exc:
@@ -349,91 +331,6 @@ def _change(a: Any, b: Any, key: Callable[[Any], Any]) -> SourceChange | None:
     return "modified" if key(a) != key(b) else None
 
 
-# --- history ---------------------------------------------------------------------------------
-
-HistoryKind = Literal["build", "reuse", "revert", "hold", "removed", "invalid"]
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One commit that changed a pool's pin."""
-
-    pool: str
-    kind: HistoryKind
-    commit: CommitInfo
-    pin: pins.Pin | None
-    """None when the pin was removed or cannot be read (`problem` says why)."""
-    source: CommitInfo | None = None
-    """The config commit the pin names (None if it is not in this clone)."""
-    problem: str | None = None
-
-    @property
-    def digest(self) -> str | None:
-        return self.pin.spec.digest if self.pin else None
-
-    def to_json(self) -> dict[str, Any]:
-        c, s = self.commit, self.source
-        spec = self.pin.spec if self.pin else None
-        return {
-            "pool": self.pool,
-            "kind": self.kind,
-            "time": c.committer_time.isoformat(),
-            "commit": {
-                "sha": c.sha,
-                "author": f"{c.author_name} <{c.author_email}>",
-                "subject": c.subject,
-            },
-            "image": spec.image if spec else None,
-            "digest": spec.digest if spec else None,
-            "inputsDigest": spec.inputs_digest if spec else None,
-            "renderedConfig": spec.rendered_config if spec else None,
-            "builder": spec.build.builder if spec else None,
-            "source": {
-                "sha": spec.source_commit if spec else None,
-                "author": f"{s.author_name} <{s.author_email}>" if s else None,
-                "subject": s.subject if s else None,
-            },
-            **({"problem": self.problem} if self.problem else {}),
-        }
-
-
-def pool_history(reader: Mirror, head: str, pool: str | None = None) -> list[HistoryEntry]:
-    """Every pin change reachable from `head`, oldest first (of one pool, or all)."""
-    commits = reader.log(head, paths=["pins"], max_count=HISTORY_DEPTH)
-    entries: list[HistoryEntry] = []
-    earlier: dict[str, set[str]] = {}
-    sources: dict[str, CommitInfo | None] = {}
-    for commit in reversed(commits):
-        for name in sorted(holds.touched_pools(reader, commit)):
-            if pool is not None and name != pool:
-                continue
-            seen = earlier.setdefault(name, set())
-            data = reader.read_file(commit.sha, pins.pin_path(name))
-            if data is None:
-                entries.append(HistoryEntry(name, "removed", commit, None))
-                continue
-            try:
-                pin = pins.parse_pin(data, where=f"{pins.pin_path(name)} at {commit.sha[:10]}")
-            except pins.PinError as exc:
-                entries.append(HistoryEntry(name, "invalid", commit, None, problem=str(exc)))
-                continue
-            kind = history.classify(commit, name, seen, pin.spec.digest)
-            source_sha = pin.spec.source_commit
-            if source_sha not in sources:
-                sources[source_sha] = _maybe_commit(reader, source_sha)
-            entries.append(HistoryEntry(name, kind, commit, pin, sources[source_sha]))
-            seen.add(pin.spec.digest)
-    return entries
-
-
-def _maybe_commit(reader: Mirror, sha: str) -> CommitInfo | None:
-    try:
-        found = reader.log(sha, max_count=1)
-    except GitError:
-        return None  # not in this clone (shallow, or a commit that was rewritten away)
-    return found[0] if found else None
-
-
 # --- what the next pass does -----------------------------------------------------------------
 
 PredictedAction = Literal["pin", "unchanged", "held", "stalled", "failed", "unmanaged"]
@@ -489,12 +386,12 @@ def predict_pass(
         elif choice.action == "unchanged":
             out[pool] = Prediction(pool, "unchanged", f"stays at {digest}", digest)
         else:
-            assert isinstance(outcome, planning.PoolPlan)  # noqa: S101 - decide() says so
+            assert isinstance(outcome, poolplan.PoolPlan)  # noqa: S101 - decide() says so
             out[pool] = _predict_build(outcome, building.find_existing(registry, outcome))
     return out
 
 
-def _predict_build(plan: planning.PoolPlan, existing: str | None) -> Prediction:
+def _predict_build(plan: poolplan.PoolPlan, existing: str | None) -> Prediction:
     if existing is not None:
         return Prediction(
             plan.pool, "pin", f"pins {existing} (image exists: no build)", existing, "none"
@@ -508,164 +405,3 @@ def _predict_build(plan: planning.PoolPlan, existing: str | None) -> Prediction:
         plan.pool, "pin", f"builds with {plan.builder} ({'; '.join(plan.image.reasons)}) "
         "and pins the result", None, plan.builder,
     )  # fmt: skip
-
-
-# --- rollback --------------------------------------------------------------------------------
-
-
-@dataclass
-class RollbackResult:
-    pool: str
-    mode: Literal["revert", "hold"]
-    target: HistoryEntry | None
-    """The pin the pool goes back to, when the point is a pin in its history."""
-    point: str
-    """The config commit the pool's inputs go back to (revert) or the pin commit (hold)."""
-    reverted: list[CommitInfo] = field(default_factory=list)
-    commit: str = ""
-    """The new head (last revert commit, or the hold commit)."""
-    branch: str = ""
-    predictions: dict[str, Prediction] = field(default_factory=dict)
-
-
-def find_point(
-    pool: str, entries: list[HistoryEntry], to: str, resolve: Callable[[str], str]
-) -> tuple[HistoryEntry | None, str]:
-    """`--to DIGEST|REV` → (the pin entry it names, if any; the commit it names)."""
-    if to.startswith("sha256:"):
-        if not _DIGEST_PREFIX_RE.match(to):
-            raise ConfigError.simple(
-                f"{to!r} is not a digest", fix="pass sha256:<hex> as `reconciler history` shows"
-            )
-        matches = [e for e in entries if e.digest and e.digest.startswith(to)]
-        digests = {e.digest for e in matches}
-        if not matches:
-            known = ", ".join(sorted({e.digest[:19] for e in entries if e.digest})) or "none"
-            raise ConfigError.simple(
-                f"the pool was never pinned to {to} (pins in its history: {known})",
-                fix=f"pick a digest from `reconciler history --pool {pool}`",
-            )
-        if len(digests) > 1:
-            raise ConfigError.simple(f"{to} matches several digests", fix="give more digits")
-        entry = matches[-1]
-        return entry, entry.commit.sha
-    sha = resolve(to)
-    by_commit = [e for e in entries if e.commit.sha == sha]
-    if by_commit:
-        return by_commit[-1], sha
-    by_source = [e for e in entries if e.pin and e.pin.spec.source_commit == sha]
-    return (by_source[-1] if by_source else None), sha
-
-
-def commits_changing_pool(reader: Mirror, point: str, head: str, pool: str) -> list[CommitInfo]:
-    """Config commits after `point` up to `head` that changed the pool's inputs, newest
-    first (the order `git revert` needs). Merges are skipped: their changes come from
-    the commits they merge, which are in the range too."""
-    found = []
-    cache: dict[str, str | None] = {}
-
-    def fingerprint(sha: str) -> str | None:
-        if sha not in cache:
-            cache[sha] = holds.fingerprint(load_at(reader, sha), pool)
-        return cache[sha]
-
-    for commit in reader.log(f"{point}..{head}", max_count=HISTORY_DEPTH):
-        if history.is_reconciler_commit(commit) or len(commit.parents) != 1:
-            continue
-        if fingerprint(commit.sha) != fingerprint(commit.parents[0]):
-            found.append(commit)
-    return found
-
-
-def rollback(
-    local: LocalRepository,
-    pool: str,
-    to: str,
-    planner: planning.Planner,
-    registry: RegistryClient,
-    *,
-    hold: bool = False,
-    branch: str | None = None,
-    author: tuple[str, str] | None = None,
-) -> RollbackResult:
-    """Return `pool` to an earlier point (see `reconciler rollback --help`).
-
-    Revert (default): `git revert` of every config commit after the point that changed
-    the pool's inputs, newest first; the next pass finds the earlier image by identity
-    and pins it without a build. Hold: one commit writing the earlier pin file back, which
-    the loop honours as an explicit hold until the pool's inputs change (DESIGN §6).
-    """
-    reader = local.view
-    head = local.resolve("HEAD")
-    entries = pool_history(reader, head, pool)
-    if not any(e.pin for e in entries):
-        raise ConfigError.simple(
-            f"pool {pool!r} has no pins in the history of {local.path}",
-            fix="check the pool name (`reconciler history` lists every pool)",
-        )
-    entry, sha = find_point(pool, entries, to, local.resolve)
-    if hold:
-        result = _hold(local, head, pool, entries, entry, sha, author)
-    else:
-        point = entry.pin.spec.source_commit if entry is not None and entry.pin else sha
-        if not reader.is_ancestor(point, head):
-            raise ConfigError.simple(
-                f"{point[:10]} is not in the history of HEAD ({head[:10]})",
-                fix="pick a point on the current branch (`reconciler history` lists them)",
-            )
-        commits = commits_changing_pool(reader, point, head, pool)
-        if not commits:
-            raise ConfigError.simple(
-                f"no config commit since {point[:10]} changed the inputs of {pool}: "
-                "nothing to revert",
-                fix="to pin the earlier image anyway, pass --hold",
-            )
-        new = local.revert(head, [c.sha for c in commits], author)
-        result = RollbackResult(pool, "revert", entry, point, commits, new)
-    result.branch = local.place(result.commit, head, branch)
-    result.predictions = predict_pass(reader, result.commit, planner, registry)
-    return result
-
-
-def _hold(
-    local: LocalRepository,
-    head: str,
-    pool: str,
-    entries: list[HistoryEntry],
-    entry: HistoryEntry | None,
-    sha: str,
-    author: tuple[str, str] | None,
-) -> RollbackResult:
-    reader = local.view
-    if entry is None or entry.pin is None:
-        # A config commit: the newest pin made from the same inputs.
-        want = holds.fingerprint(load_at(reader, sha), pool)
-        same = [
-            e for e in entries
-            if e.pin and e.source and holds.fingerprint(load_at(reader, e.source.sha), pool) == want
-        ]  # fmt: skip
-        if want is None or not same:
-            raise ConfigError.simple(
-                f"no pin of {pool} was made from the config at {sha[:10]}",
-                fix="pass a digest or pin commit from `reconciler history --pool "
-                f"{pool}`, or roll back without --hold (reverts, and builds if needed)",
-            )
-        entry = same[-1]
-    path = pins.pin_path(pool)
-    data = reader.read_file(entry.commit.sha, path)
-    if data is None or entry.pin is None:
-        raise ConfigError.simple(f"{path} is missing at {entry.commit.sha[:10]}")
-    if reader.read_file(head, path) == data:
-        raise ConfigError.simple(
-            f"{pool} is already pinned to {entry.pin.spec.digest} at HEAD", fix="nothing to do"
-        )
-    spec = entry.pin.spec
-    message = (
-        f"Hold {pool} at {spec.digest[7:19]} (rollback)\n\n"
-        f"Pins {pool} back to {spec.image},\n"
-        f"the image pinned in {entry.commit.sha[:10]} ({entry.commit.subject}).\n\n"
-        "The reconciler holds the pool at this pin until its inputs change; revert this\n"
-        "commit to release the hold.\n"
-    )
-    new = local.commit_files(head, {path: data}, message, author)
-    return RollbackResult(pool, "hold", entry, entry.commit.sha, [], new)

@@ -1,0 +1,246 @@
+"""The reconcile loop's commands: run (once or forever) and status."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.adapters import builders, git
+from reconciler.cli.options import (
+    ContainerfileBuilder,
+    GitSource,
+    RegistryOptions,
+    builder_options,
+    containerfile_builder_option,
+    git_options,
+    parse_author,
+    registry_options,
+    require_kubernetes_for,
+)
+from reconciler.cli.output import echo_json
+from reconciler.errors import ConfigError
+from reconciler.loop import controller, holds, runtime
+from reconciler.loop.status import StatusStore, status_document
+from reconciler.review import output as review_output
+
+
+@click.command()
+@git_options
+@click.option("--once", is_flag=True, help="One pass, then exit (0 ok, 1 if a pool failed).")
+@click.option(
+    "--interval",
+    default=60.0,
+    show_default=True,
+    help="Seconds between polls of the remote (a webhook or a local commit starts a pass at once).",
+)
+@click.option(
+    "--base-poll",
+    default=300.0,
+    show_default=True,
+    help="Seconds between re-resolving base image tags when Git does not move.",
+)
+@click.option(
+    "--author",
+    default=f"{controller.DEFAULT_AUTHOR[0]} <{controller.DEFAULT_AUTHOR[1]}>",
+    show_default=True,
+    help="Author of pin commits, 'Name <email>'.",
+)
+@click.option(
+    "--webhook-listen",
+    metavar="HOST:PORT",
+    help="Serve push webhooks (GitHub, GitLab, Gitea/Forgejo) at http://HOST:PORT/hooks/git.",
+)
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The webhook secret (HMAC key, or GitLab's token). Required with --webhook-listen.",
+)
+@containerfile_builder_option
+@registry_options
+@builder_options
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="With --once: the pass's report as text or one PassReport document.",
+)
+def run(
+    source: GitSource,
+    once: bool,
+    interval: float,
+    base_poll: float,
+    author: str,
+    webhook_listen: str | None,
+    webhook_secret_file: str | None,
+    containerfile_builder: ContainerfileBuilder,
+    registry: RegistryOptions,
+    builder_opts: dict[str, Any],
+    output: str,
+) -> None:
+    """Reconcile the repository: build what changed and commit pins back (long-running).
+
+    Each pass: fetch (one ls-remote when nothing moved), load, plan, build what is
+    missing, write pins, one commit, push (compare-and-swap, retried on a race).
+    """
+    work = source.work
+    settings = controller.RunSettings(
+        branch=source.branch,
+        author=parse_author(author),
+        default_builder=containerfile_builder,
+        base_poll_s=base_poll,
+    )
+    if webhook_listen and not webhook_secret_file:
+        raise click.UsageError("--webhook-listen needs --webhook-secret-file")
+    if output == "json" and not once:
+        raise click.UsageError("--output json needs --once (a report per pass)")
+    require_kubernetes_for(containerfile_builder)
+    with controller.WorkDirLock(work), registry.client() as client:
+        mirror = git.Mirror(source.url, work / "mirror", source.auth)
+        available = builders.available(client, work_dir=work, **builder_opts)
+        reconciler = controller.Reconciler(mirror, client, work, settings, available)
+        if once:
+            report = reconciler.reconcile_once(force=True)
+            if not report.pools:
+                raise ConfigError.simple(
+                    f"no MachineConfigPool on branch {source.branch!r} of "
+                    f"{git.redact(source.url)} at {report.head[:10]}: nothing to reconcile",
+                    fix="check --repo and --branch (see repo-layout/)",
+                )
+            if output == "json":
+                echo_json("PassReport", _pass_json(report))
+            else:
+                click.echo(_pass_text(report))
+            if any(r.state in ("failed", "stalled") for r in report.pools.values()):
+                raise SystemExit(1)
+            return
+        runtime.run_forever(
+            reconciler, source.url, source.branch, interval, webhook_listen, webhook_secret_file
+        )
+
+
+def _pass_text(report: controller.PassReport) -> str:
+    lines = []
+    for pool in sorted(report.pools):
+        r = report.pools[pool]
+        image = f" {r.pin.spec.image}" if r.pin is not None else ""
+        lines.append(f"{pool}: {r.state}{image}")
+        if r.message and r.state not in ("pinned", "unchanged"):
+            lines += [f"  {line}" for line in r.message.splitlines()]
+    if report.commit:
+        lines.append(f"pin commit {report.commit} pushed")
+    elif not report.skipped:
+        lines.append(f"no commit: pins at {report.head[:10]} are current")
+    return "\n".join(lines)
+
+
+def _pass_json(report: controller.PassReport) -> dict[str, Any]:
+    pools = {
+        name: {
+            "state": r.state,
+            "image": r.pin.spec.image if r.pin is not None else None,
+            "message": r.message,
+            "transient": r.transient,
+        }
+        for name, r in sorted(report.pools.items())
+    }
+    return {"head": report.head, "commit": report.commit, "skipped": report.skipped,
+            "pools": pools}  # fmt: skip
+
+
+@click.command()
+@git_options
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+def status(
+    source: GitSource,
+    output: str,
+) -> None:
+    """Each pool's pin in Git, with the conditions the last pass recorded
+    (Ready, Building, Stalled, Held) and its last error."""
+    recorded = StatusStore(source.work / "status.json").load()
+    head = git.remote_head(source.url, source.branch, source.auth)
+    if head is None:
+        raise ConfigError.simple(f"branch {source.branch!r} not found in {git.redact(source.url)}")
+    scratch = Path(tempfile.mkdtemp(prefix="reconciler-status-"))
+    mirror = git.Mirror(source.url, scratch, source.auth)
+    try:
+        mirror.fetch(source.branch, depth=1, filter="blob:none")
+        pinned = holds.read_pins(mirror, head)
+    finally:
+        shutil.rmtree(mirror.path, ignore_errors=True)
+    doc = status_document(head, pinned, recorded)
+    if output == "json":
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    click.echo(_status_text(doc, color=review_output.use_color(sys.stdout)))
+
+
+def _status_text(doc: dict[str, Any], now: float | None = None, color: bool = False) -> str:
+    """An aligned table like `oc get mcp` (pool, ready, state, pin as a short digest, age
+    of the state), then one line per pool that needs a word (held, stalled, last error)."""
+    import time  # noqa: PLC0415 - only the status table reads the clock
+
+    when = time.time() if now is None else now
+    lines = [f"head {doc['head'][:10]}"]
+    if doc["lastPass"] is None:
+        lines.append("no pass recorded in this work directory (conditions unknown)")
+    elif not doc["statusIsCurrent"]:
+        lines.append(f"last pass saw {str(doc['observedHead'])[:10]}: the remote has moved since")
+    rows = [("POOL", "READY", "STATE", "PIN", "SOURCE", "AGE")]
+    notes: list[str] = []
+    for name, pool in sorted(doc["pools"].items()):
+        conditions = pool.get("conditions", {})
+        true = [k for k in ("Building", "Stalled", "Held") if conditions.get(k, {}).get("status")]
+        ready = conditions.get("Ready", {})
+        state = ", ".join(true) or (ready.get("reason") or "-" if conditions else "-")
+        since = [conditions[k]["since"] for k in (*true, "Ready") if k in conditions]
+        rows.append((
+            name,
+            ("True" if ready.get("status") else "False") if conditions else "Unknown",
+            state,
+            _short_pin(pool),
+            str(pool.get("sourceCommit") or "-")[:10],
+            _age(when - since[0]) if since else "-",
+        ))  # fmt: skip
+        for key in ("Held", "Stalled"):
+            if conditions.get(key, {}).get("status"):
+                notes.append(f"{name}: {key.lower()}: {conditions[key]['message'].splitlines()[0]}")
+        if pool.get("lastError") and not conditions.get("Stalled", {}).get("status"):
+            notes.append(f"{name}: last error: {pool['lastError'].splitlines()[0]}")
+        if pool.get("pinError"):
+            notes.append(f"{name}: {pool['pinError'].splitlines()[0]}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        text = "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        if color and i == 0:
+            text = click.style(text, bold=True)
+        elif color and row[1] != "True":
+            text = click.style(text, fg="red" if "Stalled" in row[2] else "yellow")
+        lines.append(text)
+    return "\n".join(lines + notes)
+
+
+def _short_pin(pool: Mapping[str, Any]) -> str:
+    """`repo@sha256:<64 hex>` → `sha256:<12 hex>` (the full reference is in `-o json`)."""
+    image = pool.get("pin")
+    if not image:
+        return "invalid" if pool.get("pinError") else "none"
+    digest = str(image).rpartition("@")[2]
+    return digest[:19] if digest.startswith("sha256:") else str(image)
+
+
+def _age(seconds: float) -> str:
+    """kubectl's way: 45s, 12m, 3h, 5d."""
+    s = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"

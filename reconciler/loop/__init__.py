@@ -1,0 +1,1 @@
+"""The reconcile loop: pool planning, building, holds, status, webhook, runtime."""

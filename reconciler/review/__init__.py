@@ -1,0 +1,1 @@
+"""Review: plan between revisions, pool history, rollback, and their output."""
