@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reconciler.adapters import directory
 from reconciler.adapters.builders.buildah import BuildahBuilder
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import layer, load, oci, poolplan, reference
+from reconciler.core import load, poolplan, reference
+from reconciler.core.image import layer, oci
 from reconciler.loop import building, planning
 from tests.fixtures.buildbase import PackageRepo, build_image, push_base
 from tests.fixtures.registry import start_registry

@@ -26,7 +26,7 @@ from reconciler.errors import ReconcilerError
 
 CORE = "core"
 # core's keys: only this agent writes them (images carry the user and its ~/.ssh, never
-# the keys: `reconciler/core/imageplan.py`), the whole file, at its first run on a host
+# the keys: `reconciler/core/image/layout.py`), the whole file, at its first run on a host
 # and at every change of the pin's liveConfigDigest.
 CORE_KEYS = "var/home/core/.ssh/authorized_keys"
 

@@ -17,8 +17,9 @@ from reconciler.cli.options import (
     repo_option,
 )
 from reconciler.cli.output import dump, echo_json
-from reconciler.core import containerfile as containerfile_gen
-from reconciler.core import identity, imageplan, load, schemas, verdict
+from reconciler.core import identity, load, schemas, verdict
+from reconciler.core.image import containerfile as containerfile_gen
+from reconciler.core.image import layout
 from reconciler.errors import ConfigError, ConfigProblem
 
 
@@ -188,7 +189,7 @@ def containerfile_command(
     rendered = judged.rendered
     loaded = repo.os_configs.get(pool)
     os_config = loaded.obj if loaded else None
-    arch = imageplan.pool_architecture(os_config, repo.settings)
+    arch = layout.pool_architecture(os_config, repo.settings)
     ca = ca_bundle.read_bytes() if ca_bundle else None
     # The inputs digest needs the resolved base digest; offline it is left out.
     digest = (
@@ -198,7 +199,7 @@ def containerfile_command(
         if base_digest
         else None
     )
-    plan = imageplan.plan_image(rendered, os_config, repo.settings, arch, inputs_digest=digest)
+    plan = layout.plan_image(rendered, os_config, repo.settings, arch, inputs_digest=digest)
     result = containerfile_gen.generate(plan, base_digest=base_digest, ca_bundle=ca)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)

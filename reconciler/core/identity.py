@@ -44,7 +44,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reconciler.core import canonical, model, oci, pins, reference
+from reconciler.core import canonical, model, pins, reference
+from reconciler.core.image import oci
 from reconciler.core.merge import RenderedConfig
 
 LABEL_PREFIX = f"{model.OUR_GROUP}/"

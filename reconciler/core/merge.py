@@ -113,7 +113,7 @@ class RenderedConfig:
         """`spec` without what nodes apply live (core's `sshAuthorizedKeys` and
         `passwordHash`, `LIVE_USER_FIELDS`): what an image is made of and its identity
         hashes, so rotating a key or the password rebuilds nothing and reboots no node.
-        The `core` user itself stays (the image declares it, see `imageplan`)."""
+        The `core` user itself stays (the image declares it, see `image.layout`)."""
         spec = dict(self.spec)
         passwd = spec["config"].get("passwd")
         if passwd and any(set(u) & LIVE_USER_FIELDS for u in passwd.get("users", ())):

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from reconciler.core import decision, imageplan, layer, merge, model, oci, pins, reference
+from reconciler.core import decision, merge, model, pins, reference
+from reconciler.core.image import layer, layout, oci
 from reconciler.core.reference import ImageRef
 
 Builder = Literal["native", "buildah", "job"]
@@ -61,7 +62,7 @@ class PoolPlan:
 
     pool: str
     rendered: merge.RenderedConfig
-    image: imageplan.ImagePlan
+    image: layout.ImagePlan
     os_config: model.MachineOSConfig
     architecture: str
     base: Resolved

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from reconciler.core import identity, imageplan, load, merge, model, reference, select
+from reconciler.core import identity, load, merge, model, reference, select
+from reconciler.core.image import layout
 from reconciler.errors import ConfigError, ConfigProblem, InternalError, ReconcilerError
 
 
@@ -27,7 +28,7 @@ class Image:
     """A managed pool's image, as far as the repository alone decides it."""
 
     os_config: load.Loaded[model.MachineOSConfig]
-    plan: imageplan.ImagePlan
+    plan: layout.ImagePlan
     push_repository: reference.ImageRef
     base_image: reference.ImageRef
 
@@ -137,14 +138,14 @@ def _plan(repo: load.Repository, rendered: merge.RenderedConfig) -> Ready:
     pool = rendered.pool
     mosc = repo.os_configs.get(pool)
     os_config = mosc.obj if mosc else None
-    arch = imageplan.pool_architecture(os_config, repo.settings)
+    arch = layout.pool_architecture(os_config, repo.settings)
     fingerprint = identity.config_fingerprint(rendered, os_config, repo.settings, architecture=arch)
     if mosc is None:
         return Ready(pool, rendered, arch, fingerprint)
     problems: list[ConfigProblem] = []
     image = None
     try:
-        image = imageplan.plan_image(rendered, mosc.obj, repo.settings, arch)
+        image = layout.plan_image(rendered, mosc.obj, repo.settings, arch)
     except ConfigError as exc:
         problems.extend(exc.problems)
     push = _push_repository(mosc, problems)

@@ -19,15 +19,14 @@ from typing import Any, Literal, Protocol
 from reconciler.core import (
     decision,
     identity,
-    layer,
     load,
     merge,
     model,
-    oci,
     pins,
     reference,
     verdict,
 )
+from reconciler.core.image import layer, oci
 from reconciler.core.poolplan import NATIVE_CREATED_BY, Builder, PoolPlan, Resolved
 from reconciler.core.reference import ImageRef
 from reconciler.errors import ConfigError, InternalError, ReconcilerError, is_transient

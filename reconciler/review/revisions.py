@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import diff, imageplan, load, merge, model, pins, poolplan, verdict
+from reconciler.core import diff, load, merge, model, pins, poolplan, verdict
+from reconciler.core.image import layout
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 from reconciler.loop import building, holds, planning
 
@@ -70,7 +71,7 @@ def pool_states(repo: load.Repository) -> dict[str, PoolState]:
     for pool, judged in verdict.judge(repo).items():
         mosc = repo.os_configs.get(pool)
         os_config = mosc.obj if mosc else None
-        arch = imageplan.pool_architecture(os_config, repo.settings)
+        arch = layout.pool_architecture(os_config, repo.settings)
         push = os_config.spec.rendered_image_push_spec if os_config else None
         if isinstance(judged, verdict.Ready):
             out[pool] = PoolState(

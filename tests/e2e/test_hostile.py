@@ -779,16 +779,16 @@ def test_hostile_input(case: Case, seeded: Seeded, tmp_path: Path) -> None:
 def test_a_core_exception_in_one_pool_stalls_it_and_the_others_are_pinned(
     seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from reconciler.core import imageplan
+    from reconciler.core.image import layout
 
-    real = imageplan.plan_image
+    real = layout.plan_image
 
     def broken_for_master(rendered, *args, **kw):  # type: ignore[no-untyped-def]
         if rendered.pool == "master":
             raise KeyError("surprise")
         return real(rendered, *args, **kw)
 
-    monkeypatch.setattr(imageplan, "plan_image", broken_for_master)
+    monkeypatch.setattr(layout, "plan_image", broken_for_master)
     bare = tmp_path / "repo.git"
     shutil.copytree(seeded.bare, bare, symlinks=True)
     work = tmp_path / "work"

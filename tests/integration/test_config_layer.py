@@ -24,8 +24,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.core import canonical, containerfile, identity, imageplan, layer, merge, model, oci
-from reconciler.core.layer import Entry
+from reconciler.core import canonical, identity, merge, model
+from reconciler.core.image import containerfile, layer, layout, oci, tmpfiles
+from reconciler.core.image.layer import Entry
 from reconciler.core.merge import RenderedConfig
 
 BASE_CREATED = "2026-01-02T03:04:05Z"
@@ -100,7 +101,7 @@ def run(*argv: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def the_plan(base_image: str) -> imageplan.ImagePlan:
+def the_plan(base_image: str) -> layout.ImagePlan:
     spec = {
         "config": merge.merge_ignition([CONFIG]),
         "kernelArguments": ["audit=1 quiet", 'msg="a b"'],
@@ -114,7 +115,7 @@ def the_plan(base_image: str) -> imageplan.ImagePlan:
     digest = identity.inputs_digest(
         "sha256:" + "a" * 64, rendered, None, model.ReconcilerConfigSpec(), architecture="amd64"
     )
-    return imageplan.plan_image(
+    return layout.plan_image(
         rendered, None, model.ReconcilerConfigSpec(), "amd64", inputs_digest=digest
     )
 
@@ -205,7 +206,7 @@ def base(tmp_path: Path) -> Base:
     return Base(layout, manifest, config)
 
 
-def compose_native(base: Base, plan: imageplan.ImagePlan) -> oci.ComposedImage:
+def compose_native(base: Base, plan: layout.ImagePlan) -> oci.ComposedImage:
     built = layer.build_layer(plan.entries)
     base.layout.blob(built.blob)
     image = oci.compose_image(
@@ -282,7 +283,7 @@ def test_systemd_tmpfiles_creates_the_var_content_exactly(base: Base, tmp_path: 
     plan = the_plan("unused")
     compose_native(base, plan)
     rootfs = unpack(base.layout.path, "native", tmp_path / "bundle")
-    conf = rootfs / imageplan.TMPFILES_PATH.lstrip("/")
+    conf = rootfs / tmpfiles.TMPFILES_PATH.lstrip("/")
     run("systemd-tmpfiles", "--create", f"--root={rootfs}", str(conf))
     state = os.lstat(rootfs / "var/lib/app/state.bin")
     assert (rootfs / "var/lib/app/state.bin").read_bytes() == VAR_BYTES

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from reconciler.adapters import directory
 from reconciler.cli import cli
-from reconciler.core import containerfile, identity, imageplan, load, merge
+from reconciler.core import identity, load, merge
+from reconciler.core.image import containerfile, layout
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "sha256:" + "b" * 64
@@ -32,13 +33,13 @@ def repo_with(tmp_path: Path, ca_bundle: str | None) -> Path:
     return dest
 
 
-def plan_and_digest(repo_dir: Path, pool: str) -> tuple[imageplan.ImagePlan, str]:
+def plan_and_digest(repo_dir: Path, pool: str) -> tuple[layout.ImagePlan, str]:
     repo = load.load_repository(directory.read_config_files(repo_dir))
     assert not repo.problems, repo.problems
     mosc = repo.os_configs[pool].obj
     rendered = merge.render_pool(repo, pool)
     digest = identity.inputs_digest(BASE, rendered, mosc, repo.settings, architecture="amd64")
-    plan = imageplan.plan_image(rendered, mosc, repo.settings, "amd64", inputs_digest=digest)
+    plan = layout.plan_image(rendered, mosc, repo.settings, "amd64", inputs_digest=digest)
     return plan, digest
 
 

@@ -13,8 +13,9 @@ from click.testing import CliRunner
 
 from reconciler.adapters import directory
 from reconciler.cli import cli
-from reconciler.core import containerfile, imageplan, layer, load, merge, model
-from reconciler.core.imageplan import ImagePlan
+from reconciler.core import load, merge, model
+from reconciler.core.image import containerfile, layer, layout
+from reconciler.core.image.layout import ImagePlan
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -25,8 +26,8 @@ def example_plan(pool: str, os_config: model.MachineOSConfig | None = None) -> I
     repo = load.load_repository(directory.read_config_files(EXAMPLES))
     loaded = repo.os_configs.get(pool)
     mosc = os_config or (loaded.obj if loaded else None)
-    arch = imageplan.pool_architecture(mosc, repo.settings)
-    return imageplan.plan_image(
+    arch = layout.pool_architecture(mosc, repo.settings)
+    return layout.plan_image(
         merge.render_pool(repo, pool), mosc, repo.settings, arch, inputs_digest=DIGEST
     )
 
@@ -141,7 +142,7 @@ def test_admin_content_comes_after_labels_and_before_lint() -> None:
 
 def test_config_steps_run_after_the_layer() -> None:
     repo_plan = example_plan("worker")
-    extra = imageplan.RunStep("config", "chown -h root:chrony /etc/chrony.keys", "owner")
+    extra = layout.RunStep("config", "chown -h root:chrony /etc/chrony.keys", "owner")
     plan = ImagePlan(**{**repo_plan.__dict__, "run_steps": (extra,), "reasons": ("owner",)})
     steps = instructions(containerfile.generate(plan).text)
     assert steps.index("ADD config-layer.tar /") < steps.index(

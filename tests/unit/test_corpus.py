@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.core import imageplan, load, model, verdict
+from reconciler.core import load, model, verdict
+from reconciler.core.image import layout
 
 CORPUS = Path(__file__).parent.parent / "corpus" / "machineconfigs"
 FILES = sorted(p.name for p in CORPUS.glob("*.yaml"))
@@ -64,5 +65,5 @@ def test_real_machine_config_loads_renders_and_plans(name: str) -> None:
     rendered, failed = verdict.render_all(repo)
     assert {p: [str(x) for x in e.problems] for p, e in failed.items()} == {}
     assert set(rendered) == {pool}
-    plan = imageplan.plan_image(rendered[pool], None, repo.settings, arch)
+    plan = layout.plan_image(rendered[pool], None, repo.settings, arch)
     assert plan.rendered_name == rendered[pool].name

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from reconciler.adapters import directory
-from reconciler.core import identity, load, merge, model, oci
+from reconciler.core import identity, load, merge, model
+from reconciler.core.image import oci
 from reconciler.core.merge import RenderedConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from reconciler.adapters import directory
-from reconciler.core import imageplan, layer, load, merge, model
-from reconciler.core.imageplan import ImagePlan, plan_image
-from reconciler.core.layer import Entry
+from reconciler.core import load, merge, model
+from reconciler.core.image import kargs, layer, layout, systemd, tmpfiles
+from reconciler.core.image.layer import Entry
+from reconciler.core.image.layout import ImagePlan, plan_image
 from reconciler.core.merge import RenderedConfig
 from reconciler.errors import ConfigError
 
@@ -125,7 +126,7 @@ def test_var_like_files_become_tmpfiles_lines_under_var(path: str, canonical: st
     assert (kind, mode, user, group, age) == ("f+~", "0640", "root", "root", "-")
     assert base64.b64decode(arg, validate=True) == content
     assert all(e.path not in (path, canonical) for e in p.entries)
-    conf = entry(p, imageplan.TMPFILES_PATH)
+    conf = entry(p, tmpfiles.TMPFILES_PATH)
     assert conf.data.decode().splitlines()[1:] == list(p.tmpfiles)
 
 
@@ -220,7 +221,7 @@ def test_empty_var_file_has_no_argument() -> None:
 
 
 def test_var_file_too_large_for_a_tmpfiles_line_is_refused() -> None:
-    big = b"x" * (imageplan.MAX_INLINE_BYTES + 1)
+    big = b"x" * (tmpfiles.MAX_INLINE_BYTES + 1)
     with pytest.raises(ConfigError) as exc:
         plan(files({"path": "/var/lib/big", "contents": {"source": data_url(big)}}))
     text = problems(exc)
@@ -231,8 +232,8 @@ def test_var_file_too_large_for_a_tmpfiles_line_is_refused() -> None:
 def test_tmpfiles_conf_is_private_when_it_carries_private_content() -> None:
     public = plan(files({"path": "/var/lib/p", "mode": 0o644, "contents": {"source": "data:,p"}}))
     secret = plan(files({"path": "/var/lib/s", "mode": 0o600, "contents": {"source": "data:,s"}}))
-    assert entry(public, imageplan.TMPFILES_PATH).mode == 0o644
-    assert entry(secret, imageplan.TMPFILES_PATH).mode == 0o600
+    assert entry(public, tmpfiles.TMPFILES_PATH).mode == 0o644
+    assert entry(secret, tmpfiles.TMPFILES_PATH).mode == 0o600
 
 
 # --- owners ----------------------------------------------------------------------------------
@@ -493,7 +494,7 @@ def test_install_section_parsing_follows_systemd_syntax() -> None:
         "RequiredBy=x.target\nRequiredBy=\nRequiredBy=y.target\nAlias=one.service \\\n two.service\n"
         "[Service]\nWantedBy=not-install.target\n"
     )
-    assert imageplan.parse_install_section(text) == {
+    assert systemd.parse_install_section(text) == {
         "WantedBy": ["a.target", "b.target", "c.target"],
         "RequiredBy": ["y.target"],
         "Alias": ["one.service", "two.service"],
@@ -526,11 +527,11 @@ def test_core_ssh_keys_are_not_in_the_image_but_core_and_its_ssh_dir_are() -> No
         "core",
         "-",
     ]
-    assert not any(imageplan.CORE_KEYS in line for line in p.tmpfiles)
+    assert not any(layout.CORE_KEYS in line for line in p.tmpfiles)
     image_bytes = layer.write_tar(p.entries)
     assert all(k.split()[1].encode() not in image_bytes for k in KEYS)
     # the owner exists at boot even on bases without core (sysusers.d(5) syntax)
-    sysusers = entry(p, imageplan.CORE_SYSUSERS).data.decode().splitlines()
+    sysusers = entry(p, layout.CORE_SYSUSERS).data.decode().splitlines()
     rules = [line.split() for line in sysusers if line and not line.startswith("#")]
     assert rules[0][:3] == ["u", "core", "-"]
     assert rules[0][-2:] == ["/var/home/core", "/bin/bash"]
@@ -555,13 +556,13 @@ def test_a_key_or_password_change_is_the_same_image_byte_for_byte() -> None:
 
 def test_no_core_user_unless_a_config_declares_core() -> None:
     p = plan({"storage": {"files": [{"path": "/etc/motd", "contents": {"source": "data:,hi"}}]}})
-    assert all(e.path != imageplan.CORE_SYSUSERS for e in p.entries)
+    assert all(e.path != layout.CORE_SYSUSERS for e in p.entries)
 
 
 def test_password_hash_is_rendered_but_never_in_the_image() -> None:
     # Issue 11: accepted (MCO applies it live), carried by the rendered config for the
     # node agent, and in no layer file, RUN step, label or Containerfile line.
-    from reconciler.core import containerfile
+    from reconciler.core.image import containerfile
 
     secret = "$6$rounds=4096$salt$Zx9Secret"
     config = {"passwd": {"users": [{"name": "core", "passwordHash": secret,
@@ -581,7 +582,7 @@ def test_password_hash_is_rendered_but_never_in_the_image() -> None:
 
 
 def kargs_file(p: ImagePlan) -> dict[str, Any]:
-    return tomllib.loads(entry(p, f"{imageplan.KARGS_DIR}/50-{p.pool}.toml").data.decode())
+    return tomllib.loads(entry(p, f"{kargs.KARGS_DIR}/50-{p.pool}.toml").data.decode())
 
 
 def test_kargs_are_split_like_mcd_and_parse_back_as_toml() -> None:
@@ -609,7 +610,7 @@ def test_duplicate_kargs_are_kept() -> None:
     ],
 )
 def test_split_kernel_arguments(text: str, expected: list[str]) -> None:
-    assert imageplan.split_kernel_arguments(text) == expected
+    assert kargs.split_kernel_arguments(text) == expected
 
 
 # --- things that need a Containerfile build ---------------------------------------------------
@@ -717,7 +718,7 @@ def example_plan(pool: str) -> ImagePlan:
     repo = load.load_repository(directory.read_config_files(EXAMPLES))
     loaded = repo.os_configs.get(pool)
     mosc = loaded.obj if loaded else None
-    arch = imageplan.pool_architecture(mosc, repo.settings)
+    arch = layout.pool_architecture(mosc, repo.settings)
     return plan_image(merge.render_pool(repo, pool), mosc, repo.settings, arch)
 
 

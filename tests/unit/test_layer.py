@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core import layer
-from reconciler.core.layer import Entry, LayerError, build_layer
+from reconciler.core.image import layer
+from reconciler.core.image.layer import Entry, LayerError, build_layer
 
 ENTRIES = [
     Entry("/etc/chrony.conf", "file", 0o644, data=b"server ntp1\n"),

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from reconciler.core import imageplan, load, verdict
+from reconciler.core import load, verdict
+from reconciler.core.image import layout
 
 POOL = """\
 apiVersion: machineconfiguration.openshift.io/v1
@@ -116,7 +117,7 @@ def load_case(case: Case) -> tuple[load.Repository, list[str]]:
     problems += [str(p) for e in failed.values() for p in e.problems]
     for result in rendered.values():
         try:
-            imageplan.plan_image(result, None, repo.settings, "amd64")
+            layout.plan_image(result, None, repo.settings, "amd64")
         except Exception as exc:  # a plan refusal is a refusal too
             problems.append(str(exc))
     return repo, problems

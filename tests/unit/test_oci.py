@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.core import oci
-from reconciler.core.layer import Entry, build_layer
+from reconciler.core.image import oci
+from reconciler.core.image.layer import Entry, build_layer
 from reconciler.errors import ConfigError
 
 LAYER = build_layer([Entry("/etc/pool", "file", data=b"pool=worker\n")])

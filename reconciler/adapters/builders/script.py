@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.adapters.registry.credentials import Credential, Credentials
-from reconciler.core import canonical, containerfile, reference
+from reconciler.core import canonical, reference
+from reconciler.core.image import containerfile
 from reconciler.core.poolplan import PoolPlan
 from reconciler.core.reference import ImageRef
 from reconciler.errors import BuildError

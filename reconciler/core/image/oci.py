@@ -26,7 +26,7 @@ Decisions (each keeps "same inputs, same bytes"):
   annotations.md).
 
 `BUILDER_FORMAT_VERSION` is part of every inputs digest (`identity.py`): bump it when
-this module, `layer.py` or `imageplan.py` would produce different bytes for the same
+this module, `layer.py` or `layout.py` would produce different bytes for the same
 inputs, so no image built by older code is reused for the new format.
 """
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.core import canonical
-from reconciler.core.layer import Layer
+from reconciler.core.image.layer import Layer
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
 # 3: core's SSH keys out of the image, no rendered-config name in labels, kargs.d,

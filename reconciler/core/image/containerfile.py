@@ -37,8 +37,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.core import layer, reference
-from reconciler.core.imageplan import ImagePlan, RunStep
+from reconciler.core import reference
+from reconciler.core.image import layer
+from reconciler.core.image.layout import ImagePlan, RunStep
 
 LAYER_TAR = "config-layer.tar"
 CA_BUNDLE = "ca-bundle.crt"
