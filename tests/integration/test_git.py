@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.adapters import git as gitmod
 from reconciler.adapters.git import GitAuth, Mirror, remote_head
+from reconciler.adapters.git import runner as gitmod
 from reconciler.core.load import Unreadable
 from reconciler.errors import GitError, PushRejected
 from tests.fixtures.gitservers import GitServer, make_ssh_key, run_git

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from reconciler.adapters import directory
-from reconciler.adapters import git as gitmod
 from reconciler.adapters.git import Mirror
+from reconciler.adapters.git import runner as gitmod
 from reconciler.core import contents, load
 from reconciler.core.load import Unreadable
 from reconciler.core.yamlsource import MAX_ALIAS_VALUES, YAMLSyntaxError, parse_documents

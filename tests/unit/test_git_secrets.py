@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.adapters import git
+from reconciler.adapters.git import auth, mirror, runner
 from reconciler.errors import GitError, PushRejected
 
 
@@ -49,7 +50,7 @@ def test_password_is_not_in_repr() -> None:
 
 
 def test_http_credentials_go_in_an_origin_scoped_header_in_the_environment() -> None:
-    env = git._git_env("https://git.example:8443/org/r.git", git.GitAuth.basic("bot", "pw"), {})
+    env = auth._git_env("https://git.example:8443/org/r.git", git.GitAuth.basic("bot", "pw"), {})
     assert env["GIT_TERMINAL_PROMPT"] == "0"
     assert env["GIT_CONFIG_COUNT"] == "1"
     assert env["GIT_CONFIG_KEY_0"] == "http.https://git.example:8443/.extraHeader"
@@ -57,11 +58,11 @@ def test_http_credentials_go_in_an_origin_scoped_header_in_the_environment() -> 
     assert env["GIT_CONFIG_VALUE_0"] == f"Authorization: Basic {expected}"
     # An outer GIT_CONFIG_COUNT is kept, ours is appended.
     outer = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "a.b", "GIT_CONFIG_VALUE_0": "c"}
-    env = git._git_env("https://h/r.git", git.GitAuth.token("t"), outer)
+    env = auth._git_env("https://h/r.git", git.GitAuth.token("t"), outer)
     assert (env["GIT_CONFIG_COUNT"], env["GIT_CONFIG_KEY_0"]) == ("2", "a.b")
     assert env["GIT_CONFIG_KEY_1"] == "http.https://h/.extraHeader"
     # Never sent over plain SSH or git://.
-    assert "GIT_CONFIG_COUNT" not in git._git_env("git://h/r.git", git.GitAuth.token("t"), {})
+    assert "GIT_CONFIG_COUNT" not in auth._git_env("git://h/r.git", git.GitAuth.token("t"), {})
 
 
 def test_ssh_key_and_known_hosts_are_quoted_into_the_ssh_command(tmp_path: Path) -> None:
@@ -69,16 +70,16 @@ def test_ssh_key_and_known_hosts_are_quoted_into_the_ssh_command(tmp_path: Path)
     base.mkdir()
     key = base / "deploy key"
     key.write_text("k")
-    env = git._git_env("ssh://git@h/r.git", git.GitAuth.ssh(key, known_hosts=base / "kh"), {})
+    env = auth._git_env("ssh://git@h/r.git", git.GitAuth.ssh(key, known_hosts=base / "kh"), {})
     argv = shlex.split(env["GIT_SSH_COMMAND"])
     assert argv[:3] == ["ssh", "-i", str(key)]
     assert "StrictHostKeyChecking=yes" in argv
     assert f"UserKnownHostsFile={base / 'kh'}" in argv
     assert "BatchMode=yes" in argv
-    env = git._git_env("git@h:r.git", git.GitAuth.ssh(key), {})
+    env = auth._git_env("git@h:r.git", git.GitAuth.ssh(key), {})
     assert "StrictHostKeyChecking=accept-new" in shlex.split(env["GIT_SSH_COMMAND"])
     # No key: the user's ssh, but it may never prompt.
-    assert git._git_env("git@h:r.git", None, {})["GIT_SSH_COMMAND"] == "ssh -o BatchMode=yes"
+    assert auth._git_env("git@h:r.git", None, {})["GIT_SSH_COMMAND"] == "ssh -o BatchMode=yes"
 
 
 @pytest.mark.parametrize(
@@ -93,24 +94,24 @@ def test_ssh_key_and_known_hosts_are_quoted_into_the_ssh_command(tmp_path: Path)
     ],
 )  # fmt: skip
 def test_git_failures_are_explained(stderr: str, says: str, transient: bool) -> None:
-    detail, retry = git._explain(stderr, [])
+    detail, retry = runner._explain(stderr, [])
     assert says in detail
     assert retry is transient
 
 
 def test_explained_errors_never_echo_a_secret() -> None:
     stderr = "fatal: unable to access 'https://bot:s3cret@h/': The requested URL returned error: 500\nAuthorization: Basic czNjcmV0"
-    detail, _ = git._explain(stderr, ["s3cret", "czNjcmV0"])
+    detail, _ = runner._explain(stderr, ["s3cret", "czNjcmV0"])
     assert "s3cret" not in detail
     assert "czNjcmV0" not in detail
 
 
 def test_refused_credentials_are_named_as_such() -> None:
     stderr = "fatal: could not read Username for 'https://h': terminal prompts disabled"
-    detail, retry = git._explain(stderr, ["pw"])
+    detail, retry = runner._explain(stderr, ["pw"])
     assert "refused the credentials" in detail
     assert not retry
-    detail, _ = git._explain(stderr, [])
+    detail, _ = runner._explain(stderr, [])
     assert "wants credentials" in detail
 
 
@@ -125,7 +126,7 @@ def test_refused_credentials_are_named_as_such() -> None:
     ],
 )  # fmt: skip
 def test_push_rejections_are_told_apart(summary: str, kind: type[GitError], says: str) -> None:
-    err = git._rejection("https://h/r.git", "main", summary)
+    err = mirror._rejection("https://h/r.git", "main", summary)
     assert type(err) is kind
     assert says in str(err)
     if kind is GitError:
@@ -134,8 +135,8 @@ def test_push_rejections_are_told_apart(summary: str, kind: type[GitError], says
 
 def test_porcelain_push_status_is_read_for_our_ref() -> None:
     out = "To h\n!\tabc:refs/heads/main\t[rejected] (fetch first)\nDone\n"
-    assert git._push_status(out, "refs/heads/main") == ("!", "[rejected] (fetch first)")
-    assert git._push_status("To h\nDone\n", "refs/heads/main") is None
+    assert mirror._push_status(out, "refs/heads/main") == ("!", "[rejected] (fetch first)")
+    assert mirror._push_status("To h\nDone\n", "refs/heads/main") is None
 
 
 @pytest.mark.parametrize("branch", ["", "-x", "a..b", "a b", "a:b", "x.lock", "a/", "a~1", "@{u}"])
