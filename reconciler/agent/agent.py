@@ -127,6 +127,18 @@ class Agent:
         self._report(state, host)
         return state
 
+    def cannot_follow(self, reason: str) -> AgentState:
+        """Record that the pool cannot be followed at all (it does not exist on the
+        branch): the host is degraded with `reason` (an update in flight keeps its
+        phase), reported as every step's state is, and nothing touches bootc."""
+        state = self.store.load()
+        if state.pool != self.config.pool and state.phase not in IN_FLIGHT:
+            state = AgentState(pool=self.config.pool, changed_at=self.clock())
+        if state.reason != reason:
+            state = self._stuck(state, reason)
+            self._report(state, None)
+        return state
+
     def _advance(self, state: AgentState, host: bootc_mod.Host) -> AgentState:
         if not self._started:
             self._started = True

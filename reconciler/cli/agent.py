@@ -250,7 +250,9 @@ def agent_command(  # click passes every option by keyword
         if missing is not None and once:
             raise missing
         if missing is not None:
-            # The pool may come with a later commit: wait for it, saying so once.
+            # The pool may come with a later commit: wait for it, saying so once, in
+            # the log and wherever the agent reports its state (node annotations).
+            agent.cannot_follow(str(missing))
             line = f"{pool}: error: {missing}"
             if line != last:
                 log.error("%s", line)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from reconciler.cli.options import (
     registry_options,
     require_kubernetes_for,
 )
-from reconciler.cli.output import echo_json
+from reconciler.cli.output import echo_json, rfc3339
 from reconciler.errors import ConfigError
 from reconciler.loop import controller, holds, runtime
 from reconciler.loop.status import StatusStore, status_document
@@ -178,7 +177,7 @@ def status(
         shutil.rmtree(mirror.path, ignore_errors=True)
     doc = status_document(head, pinned, recorded)
     if output == "json":
-        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        echo_json("Status", _rfc3339_times(doc))
         return
     click.echo(_status_text(doc, color=review_output.use_color(sys.stdout)))
 
@@ -225,7 +224,23 @@ def _status_text(doc: dict[str, Any], now: float | None = None, color: bool = Fa
         elif color and row[1] != "True":
             text = click.style(text, fg="red" if "Stalled" in row[2] else "yellow")
         lines.append(text)
-    return "\n".join(lines + notes)
+    warnings = [f"warning: {w}" for w in doc.get("warnings", [])]
+    return "\n".join(lines + notes + warnings)
+
+
+def _rfc3339_times(doc: dict[str, Any]) -> dict[str, Any]:
+    """`status_document` with its Unix times (`lastPass`, `since`, `retryAt`) as RFC 3339."""
+    pools = {}
+    for name, pool in doc["pools"].items():
+        entry = dict(pool)
+        if "retryAt" in entry:
+            entry["retryAt"] = rfc3339(entry["retryAt"])
+        if "conditions" in entry:
+            entry["conditions"] = {
+                k: {**c, "since": rfc3339(c["since"])} for k, c in entry["conditions"].items()
+            }
+        pools[name] = entry
+    return {**doc, "lastPass": rfc3339(doc["lastPass"]), "pools": pools}
 
 
 def _short_pin(pool: Mapping[str, Any]) -> str:

@@ -63,6 +63,9 @@ class PassReport:
     commit: str | None = None
     pools: dict[str, PoolReport] = field(default_factory=dict)
     attempts: int = 0
+    warnings: list[str] = field(default_factory=list)
+    """The repository's warnings at `head` (keys Ignition would ignore, ...): they
+    block nothing, but `status` shows them."""
 
     @property
     def changed(self) -> list[str]:
@@ -144,6 +147,7 @@ class Reconciler:
     ) -> tuple[list[history.PinChange], CommitInfo]:
         # 2. load: the config at `head`, straight from the mirror
         repo = load.load_repository(self.mirror.read_files(head, load.is_config_path))
+        report.warnings = [str(w) for w in repo.warnings]
         failpoints.hit("after-load")
         current = holds.read_pins(self.mirror, head)
         # 3. plan: judge, render, resolve bases, identities (one lookup per base image);
@@ -251,6 +255,10 @@ class Reconciler:
             status.last_commit = report.commit
             log.info("pin commit %s pushed to Git (%s)", report.commit[:10],
                      ", ".join(report.changed))  # fmt: skip
+        if not report.skipped:
+            for new in sorted(set(report.warnings) - set(status.warnings)):
+                log.warning("repository warning: %s", new)  # once, when it appears
+            status.warnings = list(report.warnings)
         for pool, result in report.pools.items():
             _apply(status.pool(pool), result, now)
         for gone in set(status.pools) - set(report.pools):

@@ -100,6 +100,8 @@ class Status:
     last_pass: float | None = None
     """When the last pass that was not skipped ran (it re-resolved every base image)."""
     last_commit: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    """The repository's warnings at `observed_head` (they block no pool)."""
     pools: dict[str, PoolStatus] = field(default_factory=dict)
 
     def pool(self, name: str) -> PoolStatus:
@@ -122,7 +124,10 @@ class Status:
         known key with a value of the wrong type is an error, so that nothing later
         trips over it.
         """
-        raw = _fields_of(cls, doc, "status", skip=frozenset({"pools"}))
+        raw = _fields_of(cls, doc, "status", skip=frozenset({"pools", "warnings"}))
+        warnings = raw.pop("warnings", [])
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            raise ValueError("status.warnings is not a list of strings")
         pools = {}
         for name, pool in _mapping(raw.pop("pools", {}), "pools").items():
             where = f"pools.{name}"
@@ -132,7 +137,7 @@ class Status:
                 for k, v in _mapping(values.pop("conditions", {}), f"{where}.conditions").items()
             }
             pools[name] = PoolStatus(**values, conditions=conditions)
-        return cls(**raw, pools=pools)
+        return cls(**raw, warnings=warnings, pools=pools)
 
 
 def _mapping(value: object, where: str) -> dict[str, Any]:
@@ -226,6 +231,8 @@ class StatusStore:
 def status_document(
     head: str, pinned: Mapping[str, pins.Pin | pins.PinError], recorded: Status
 ) -> dict[str, Any]:
+    """What `reconciler status` shows: the pins in Git at `head` and what the last pass
+    recorded (times as Unix seconds; the CLI prints them as RFC 3339)."""
     pools: dict[str, Any] = {}
     for name, pin in sorted(pinned.items()):
         if isinstance(pin, pins.PinError):
@@ -247,5 +254,6 @@ def status_document(
         "observedHead": recorded.observed_head,
         "statusIsCurrent": recorded.observed_head == head,
         "lastPass": recorded.last_pass,
+        "warnings": list(recorded.warnings),
         "pools": pools,
     }

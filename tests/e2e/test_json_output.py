@@ -36,6 +36,7 @@ KINDS = {
     "containerfile": "Containerfile",
     "build": "BuildResultList",
     "run --once": "PassReport",
+    "status": "Status",
     "history": "HistoryList",
     "rollback": "RollbackResult",
     "schema": "SchemaList",
@@ -135,9 +136,20 @@ def test_every_command_prints_its_documented_json(
     built = cli_json("build", "build", *here, *reg, "--ref", "HEAD", "--pool", "worker")
     assert built["items"][0]["builtBy"] == "native"
 
+    # an unused key: a warning, not a problem (Ignition ignores it too)
+    kargs.write_text(
+        kargs.read_text().replace(
+            "spec:", "spec:\n  config:\n    ignition: {version: 3.4.0}\n    colour: blue", 1
+        )
+    )
+    run_git("commit", "-q", "-am", "worker: an unused key", cwd=clone)
     run_git("push", "-q", "origin", "HEAD:main", cwd=clone)
     second = cli_json("run --once", "run", "--once", "--repo", server.url, *work, *reg)
     assert second["pools"]["worker"]["state"] == "pinned"
+    status = cli_json("status", "status", "--repo", server.url, *work)
+    assert status["statusIsCurrent"]
+    assert status["pools"]["worker"]["conditions"]["Ready"]["status"] is True
+    assert [w for w in status["warnings"] if "colour" in w], status["warnings"]
     run_git("pull", "-q", "--ff-only", cwd=clone)
     history = cli_json("history", "history", *here, "--pool", "worker")
     # the second pin reuses the image `build --ref` pushed ahead of the merge

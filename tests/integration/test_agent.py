@@ -376,3 +376,18 @@ def test_a_boot_that_never_completes_rolls_back_after_the_grace(host, source, tm
     assert "still not healthy 300s after boot: boot-complete.target is not active yet" in (
         state.reason
     )
+
+
+def test_a_pool_that_does_not_exist_degrades_the_host_and_says_so_once(
+    host, source, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    agent = make_agent(host, source, tmp_path)
+    reports: list[tuple[str, str]] = []
+    agent.coordinator.report = lambda r: reports.append((r.phase, r.reason))  # type: ignore[method-assign]
+    why = "pool 'wrker' does not exist on branch 'main' (pools: worker)"
+    for _ in range(3):  # the long-running agent asks on every poll
+        state = agent.cannot_follow(why)
+    assert (state.phase, state.reason) == (Phase.DEGRADED, why)
+    assert agent.store.load().reason == why  # persisted, as `agent --once` would show it
+    assert reports == [("degraded", why)]  # reported once (node annotations), not per poll
+    assert host.calls() == []  # bootc is not touched

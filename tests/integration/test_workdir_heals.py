@@ -210,6 +210,7 @@ BAD_STATUS = {
     ),
     "a field of the wrong type": b'{"pools": {"worker": {"pool": "worker", "failures": "x"}}}',
     "deeply nested": b"[" * 100_000,
+    "warnings that are not strings": b'{"warnings": [1, 2]}',
 }
 
 

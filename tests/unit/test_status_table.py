@@ -64,3 +64,18 @@ def test_colour_only_when_asked() -> None:
     assert "\x1b[" not in _status_text(DOC, now=NOW)
     coloured = _status_text(DOC, now=NOW, color=True)
     assert "\x1b[31m" in coloured  # the stalled pool in red
+
+
+def test_the_repositorys_warnings_follow_the_table() -> None:
+    doc = {**DOC, "warnings": ["machineconfigs/b.yaml:9: MachineConfig b: colour: unknown key"]}
+    lines = _status_text(doc, now=NOW).splitlines()
+    assert lines[-1] == "warning: machineconfigs/b.yaml:9: MachineConfig b: colour: unknown key"
+    assert lines[:-1] == _status_text(DOC, now=NOW).splitlines()  # nothing else moves
+
+
+def test_warnings_survive_a_save_and_a_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from reconciler.loop.status import Status, StatusStore
+
+    store = StatusStore(tmp_path / "status.json")
+    store.save(Status(warnings=["a.yaml:1: colour: unknown key"]))
+    assert store.load().warnings == ["a.yaml:1: colour: unknown key"]
