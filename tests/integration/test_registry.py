@@ -692,7 +692,7 @@ def test_413_falls_back_to_chunks(
     data = os.urandom(250_000)
     # Chunks must fit under the proxy's limit; the real default (16 MiB) is for real
     # proxies' limits (nginx: 1 MiB default is raised by every registry deployment).
-    monkeypatch.setattr(registry_module, "DEFAULT_CHUNK_SIZE", 64 * 1024)
+    monkeypatch.setattr(registry_module.blobs, "DEFAULT_CHUNK_SIZE", 64 * 1024)
     with RegistryClient(insecure={proxy.host}) as client:
         digest = client.push_blob(f"{proxy.host}/big/blob", data)
     statuses = [(m, s) for m, _, s in proxy.seen]
