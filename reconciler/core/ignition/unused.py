@@ -17,6 +17,7 @@ Go's `encoding/json` matches field names case-insensitively.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -45,9 +46,16 @@ def strip(
     return _strip(data, cls, (), found, fold_case), found
 
 
-def _fields(cls: type[pydantic.BaseModel]) -> dict[str, Any]:
-    """Field alias → the model inside its annotation (or None for plain values)."""
+@functools.cache
+def _fields(cls: type[pydantic.BaseModel]) -> Mapping[str, Any]:
+    """Field alias → the model inside its annotation (or None for plain values); made
+    once per model (every object of a kind asks for the same table)."""
     return {(f.alias or n): _inner_model(f.annotation) for n, f in cls.model_fields.items()}
+
+
+@functools.cache
+def _lower_names(cls: type[pydantic.BaseModel]) -> Mapping[str, str]:
+    return {name.lower(): name for name in _fields(cls)}
 
 
 def _inner_model(annotation: Any) -> type[pydantic.BaseModel] | None:
@@ -72,7 +80,7 @@ def _strip(
     if not isinstance(data, Mapping):
         return data  # a wrong type: validation reports it
     fields = _fields(cls)
-    by_lower = {name.lower(): name for name in fields}
+    by_lower = _lower_names(cls)
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = key if key in fields else None
