@@ -28,7 +28,7 @@ from reconciler.agent.live import LiveApplier
 from reconciler.agent.source import GitPinSource, PoolNotFound, pool_for_labels
 from reconciler.agent.state import AgentState, Phase, StateStore
 from reconciler.cli import output as cli_output
-from reconciler.cli.options import git_auth_options
+from reconciler.cli.options import git_auth_options, output_option
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
 log = logging.getLogger("reconciler.agent")
@@ -129,14 +129,7 @@ def _split(command: str, option: str) -> list[str]:
     help="Do not apply core's SSH keys and password hash live.",
 )
 @git_auth_options
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="With --once: the step's outcome as a line or one AgentStep document.",
-)
+@output_option("With --once: the step's outcome as a line or one AgentStep document.")
 def agent_command(  # click passes every option by keyword
     *,
     repo_url: str,

@@ -132,7 +132,7 @@ def _plan_text(outcome: planning.PoolOutcome) -> str:
 )
 @registry_options
 @builder_options
-@output_option
+@output_option()
 def build(
     repo_dir: Path,
     pools: tuple[str, ...],

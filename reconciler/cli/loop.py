@@ -19,6 +19,7 @@ from reconciler.cli.options import (
     builder_options,
     containerfile_builder_option,
     git_options,
+    output_option,
     parse_author,
     registry_options,
     require_kubernetes_for,
@@ -64,14 +65,7 @@ from reconciler.review import output as review_output
 @containerfile_builder_option
 @registry_options
 @builder_options
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="With --once: the pass's report as text or one PassReport document.",
-)
+@output_option("With --once: the pass's report as text or one PassReport document.")
 def run(
     source: GitSource,
     once: bool,
@@ -157,7 +151,7 @@ def _pass_json(report: controller.PassReport) -> dict[str, Any]:
 
 @click.command()
 @git_options
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+@output_option()
 def status(
     source: GitSource,
     output: str,

@@ -290,9 +290,12 @@ def parse_author(text: str) -> tuple[str, str]:
 ContainerfileBuilder = Literal["buildah", "job"]
 
 
-output_option = click.option(
-    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True
-)
+def output_option(help: str | None = None) -> Callable[[F], F]:
+    """`-o text|json` (json: the command's documented envelope, docs/cli.md)."""
+    return click.option(
+        "--output", "-o", type=click.Choice(["text", "json"]), default="text",
+        show_default=True, help=help,
+    )  # fmt: skip
 
 
 def require_kubernetes_for(containerfile_builder: ContainerfileBuilder) -> None:

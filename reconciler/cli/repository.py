@@ -43,7 +43,7 @@ def pinned_pools(repo_dir: Path) -> list[str]:
 
 @click.command()
 @repo_option
-@output_option
+@output_option()
 def validate(repo_dir: Path, output: str) -> None:
     """Check every file, render every pool and plan its image; list all problems and
     which pools they block (exit 1 if any, or if the directory holds no configuration).
@@ -165,7 +165,7 @@ def schema(out_dir: Path | None, output: str) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A PEM bundle of extra CA certificates to trust in the image.",
 )
-@output_option
+@output_option()
 def containerfile_command(
     repo_dir: Path,
     pool: str,

@@ -61,7 +61,7 @@ def plan_between(
 @repo_option
 @click.option("--pool", help="Only this pool.")
 @click.option("--rev", default="HEAD", show_default=True, help="Read history up to this revision.")
-@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text")
+@output_option()
 def history_command(repo_dir: Path, pool: str | None, rev: str, output: str) -> None:
     """Every pin of each pool, oldest first: time, image digest, inputs digest, the config
     commit it came from (author, subject), and whether it was a build, a reuse of an
@@ -110,7 +110,7 @@ def history_command(repo_dir: Path, pool: str | None, rev: str, output: str) -> 
     help="Builder the prediction assumes for pools with RUN steps that name none.",
 )
 @registry_options
-@output_option
+@output_option()
 def rollback_command(
     repo_dir: Path,
     pool: str,
