@@ -79,7 +79,8 @@ def plan(
     repo = repository.load_checked(repo_dir)
     with registry.client() as client:
         planner = planning.Planner(client, default_builder=containerfile_builder)
-        outcomes = planner.plan_pools(repo, pools or None)
+        # pools with a pin are judged too, as `validate` and the loop judge them
+        outcomes = planner.plan_pools(repo, pools or None, repository.pinned_pools(repo_dir))
     if output == "json":
         echo_json("PlanList", {"items": planning.outcomes_summary(outcomes)})
     else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import json
 import os
 import re
 import shutil
@@ -969,3 +970,19 @@ def test_validate_and_run_agree_on_random_mutations(
     pins_now = read_pins(bare)
     for p in blocked & POOLS:
         assert pins_now.get(p) == seeded.pins[p], f"{p} moved though validate blocked it"
+
+
+def test_plan_names_a_pinned_pool_whose_own_file_broke(tmp_path: Path) -> None:
+    """`plan --repo` judges like `validate`: a pool known only from its pin, whose file
+    no longer parses, is reported as blocked rather than left out."""
+    repo = tmp_path / "repo"
+    write(repo, seed_files("127.0.0.1:1/hostile", "127.0.0.1:1/base:1"))
+    write(repo, {"pins/worker.yaml": "# a pin\n", "machineconfigpools/worker.yaml": "a: [\n"})
+    checked = CliRunner().invoke(cli, ["validate", "--repo", str(repo)])
+    planned = CliRunner().invoke(cli, ["plan", "--repo", str(repo), "-o", "json",
+                                       "--insecure-registry", "127.0.0.1:1"])  # fmt: skip
+    assert "worker" in listed(checked.output, "blocked (keep their pins)")
+    assert planned.exit_code == 1
+    items = {p["pool"]: p for p in json.loads(planned.stdout)["items"]}
+    assert "worker" in items
+    assert "machineconfigpools/worker.yaml" in items["worker"]["error"]
