@@ -50,13 +50,16 @@ def read_config_files(root: str | os.PathLike[str]) -> dict[str, bytes | load.Un
             rel = rel_dir + name
             if load.is_config_path(rel) and os.path.islink(os.path.join(dirpath, name)):
                 files[rel] = _read(real_root, rel)
-        # prune dot-directories and pins/ early (they can be large: .git)
+        # prune dot-directories and pins/ early (they can be large: .git), and other
+        # repositories inside this one (a submodule, a nested clone: a `.git` of their
+        # own), whose files a commit of this repository does not hold either
         dirnames[:] = sorted(
             d
             for d in dirnames
             if not d.startswith(".")
             and f"{rel_dir}{d}" != load.PINS_DIR
             and not os.path.islink(os.path.join(dirpath, d))
+            and not os.path.lexists(os.path.join(dirpath, d, ".git"))
         )
         for name in filenames:
             rel = rel_dir + name

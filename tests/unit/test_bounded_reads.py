@@ -395,3 +395,13 @@ def test_git_reads_refuse_links_out_and_big_blobs_without_reading_them(
         mirror.read_file(head, "machineconfigs/10-big.yaml")
     assert mirror.read_file(head, "machineconfigs/00-ok.yaml") == b"ok: 1\n"
     assert not any(big_sha.encode() in batch for batch in fed)
+
+
+def test_a_nested_repository_is_not_read_as_git_would_not(tmp_path: Path) -> None:
+    """A submodule or a nested clone: this repository's commits hold only a pointer to
+    it, so `run` never sees its files and `validate` must not either."""
+    (tmp_path / "machineconfigs" / "vendor").mkdir(parents=True)
+    (tmp_path / "machineconfigs" / "vendor" / ".git").write_text("gitdir: ../../.git/modules/v\n")
+    (tmp_path / "machineconfigs" / "vendor" / "extra.yaml").write_text("a: 1\n")
+    (tmp_path / "machineconfigs" / "own.yaml").write_text("b: 2\n")
+    assert sorted(directory.read_config_files(tmp_path)) == ["machineconfigs/own.yaml"]
