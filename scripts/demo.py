@@ -44,7 +44,9 @@ def sh(*args: str | Path, cwd: Path | None = None) -> str:
 
 
 def step(title: str) -> None:
-    print(f"\n\033[1m== {title}\033[0m", flush=True)
+    # bold on a terminal only, as the reconciler's own output (NO_COLOR turns it off)
+    bold = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    print(f"\n\033[1m== {title}\033[0m" if bold else f"\n== {title}", flush=True)
 
 
 def reconciler(*args: str) -> int:
