@@ -100,7 +100,7 @@ def _read(root: str, rel: str) -> bytes | load.Unreadable:
             kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device or special file"
             return _not_a_file(kind, where)
         if info.st_size > load.MAX_FILE_BYTES:
-            return _too_large(info.st_size, where)
+            return load.too_large(info.st_size, where)
         chunks, left = [], load.MAX_FILE_BYTES + 1  # one byte more: it may grow as we read
         while left > 0 and (chunk := os.read(fd, left)):
             chunks.append(chunk)
@@ -109,7 +109,7 @@ def _read(root: str, rel: str) -> bytes | load.Unreadable:
     finally:
         os.close(fd)
     if len(data) > load.MAX_FILE_BYTES:
-        return _too_large(len(data), where)
+        return load.too_large(len(data), where)
     return data
 
 
@@ -153,11 +153,4 @@ def _not_a_file(kind: str, where: str) -> load.Unreadable:
     return load.Unreadable(
         f"is {kind}{where}, not a regular file",
         "replace it with a regular file",
-    )
-
-
-def _too_large(size: int, where: str) -> load.Unreadable:
-    return load.Unreadable(
-        f"is {size:,} bytes{where}, more than the {load.MAX_FILE_BYTES:,} a config file may have",
-        "split it into several files, or ship large content in the image",
     )

@@ -27,8 +27,7 @@ def load_checked(repo_dir: Path) -> load.Repository:
     """The work tree's repository; a directory with no configuration in it is an error
     (a wrong --repo must not pass as "nothing to do")."""
     repo = load.load_repository(directory.read_config_files(repo_dir))
-    if not (repo.machine_configs or repo.pools or repo.os_configs or repo.broken
-            or repo.problems):  # fmt: skip
+    if not (repo.machine_configs or repo.pools or repo.os_configs or repo.problems):
         raise ConfigError.simple(
             f"{repo_dir}: no MachineConfig, MachineConfigPool or MachineOSConfig found",
             fix="pass --repo with the config repository's work tree (see repo-layout/)",

@@ -2,9 +2,9 @@
 
 Stage: first. Input: a mapping of repository-relative path → file bytes (read from a
 work tree or straight from a Git tree by an adapter). Output: a `Repository` holding
-the valid objects, the objects that failed (so pools that select them are blocked,
-not silently rendered without them), and every `ConfigProblem` with file, line,
-object, field path, the bad value and the fix.
+the valid objects, every `ConfigProblem` with file, line, object, field path, the bad
+value and the fix, and for each culprit the pools its problems reach (`Blocker`), so
+pools that would take an invalid object are blocked, not rendered without it.
 
 Which files: every `*.yaml`/`*.yml` outside `pins/` and dot-directories. Which
 documents: dispatched by `apiVersion`/`kind`; documents of other API groups (a
@@ -63,6 +63,14 @@ class Unreadable:
     fix: str
 
 
+def too_large(size: int, where: str = "") -> Unreadable:
+    """The refusal of a file above `MAX_FILE_BYTES`, one wording for every reader."""
+    return Unreadable(
+        f"is {size:,} bytes{where}, more than the {MAX_FILE_BYTES:,} a config file may have",
+        "split it into several files, or ship large content in the image",
+    )
+
+
 def is_config_path(path: str) -> bool:
     """Whether a repository-relative path is read as configuration."""
     parts = path.split("/")
@@ -109,18 +117,6 @@ class LoadedConfig:
         return self.obj.metadata.labels
 
 
-@dataclass(frozen=True)
-class BrokenObject:
-    """An object that failed validation; pools it would belong to cannot be rendered."""
-
-    kind: str
-    name: str
-    labels: Mapping[str, str]
-    file: str
-    problems: tuple[ConfigProblem, ...] = ()
-    """What is wrong with it (also in `Repository.problems`)."""
-
-
 LabelSet = tuple[tuple[str, str], ...]
 
 
@@ -161,7 +157,6 @@ class Repository:
     pools: dict[str, Loaded[model.MachineConfigPool]] = field(default_factory=dict)
     os_configs: dict[str, Loaded[model.MachineOSConfig]] = field(default_factory=dict)
     settings: model.ReconcilerConfigSpec = field(default_factory=model.ReconcilerConfigSpec)
-    broken: list[BrokenObject] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
     blockers: list[Blocker] = field(default_factory=list)
     """Every problem of `problems`, grouped by culprit, with the pools it blocks."""
@@ -317,11 +312,8 @@ thousands of MachineConfigs are a few MB)."""
 def _unreadable(path: str, data: bytes | str, total: int) -> ConfigProblem | None:
     """Why a file cannot be read as configuration at all (too large, not text), or None."""
     if len(data) > MAX_FILE_BYTES:
-        return ConfigProblem(
-            f"file is {len(data)} bytes, above the limit of {MAX_FILE_BYTES}",
-            file=path,
-            fix="split it, or move large content into the base image",
-        )
+        refused = too_large(len(data))
+        return ConfigProblem(refused.problem, file=path, fix=refused.fix)
     if total + len(data) > MAX_REPOSITORY_BYTES:
         return ConfigProblem(
             f"the config files exceed {MAX_REPOSITORY_BYTES} bytes in all at this file",
@@ -443,15 +435,9 @@ def _load_document(
     if kind == "MachineConfig":
         _load_machine_config(repo, out, origin, doc)
         return
-    before = len(repo.problems)
     obj = _validate(out, origin, cls, doc)
     if obj is None:
-        repo.broken.append(
-            BrokenObject(
-                kind, name or "?", _raw_labels(doc), origin.file, tuple(repo.problems[before:])
-            )
-        )
-        return
+        return  # its problems block its pools (`load_repository` records their reach)
     if isinstance(obj, model.MachineConfigPool):
         if _check_pool(out, origin, obj):
             _add_unique(repo.pools, obj.metadata.name, Loaded(obj, origin), out, kind)
@@ -466,14 +452,6 @@ def _raw_name(doc: dict[str, Any]) -> str | None:
     meta = doc.get("metadata")
     name = meta.get("name") if isinstance(meta, dict) else None
     return name if isinstance(name, str) else None
-
-
-def _raw_labels(doc: dict[str, Any]) -> dict[str, str]:
-    meta = doc.get("metadata")
-    labels = meta.get("labels") if isinstance(meta, dict) else None
-    if not isinstance(labels, dict):
-        return {}
-    return {str(k): str(v) for k, v in labels.items()}
 
 
 def _check_unknown_kind(
@@ -695,16 +673,7 @@ def _load_machine_config(
                 )
             )
     if mc is None or len(repo.problems) > before:
-        repo.broken.append(
-            BrokenObject(
-                "MachineConfig",
-                name or "?",
-                _raw_labels(doc),
-                origin.file,
-                tuple(repo.problems[before:]),
-            )
-        )
-        return
+        return  # its problems block the pools that select it (see `_culprit`)
     _add_unique(
         repo.machine_configs, mc.metadata.name, LoadedConfig(mc, ign, origin), out, "MachineConfig"
     )
@@ -967,8 +936,3 @@ def _check_cross_references(repo: Repository, out: _Collector) -> None:
                                         Reach(labels=(tuple(sorted(mc.labels.items())),)),
                                         tuple(repo.problems[before:])))  # fmt: skip
             del repo.machine_configs[name]
-            repo.broken.append(
-                BrokenObject(
-                    "MachineConfig", name, mc.labels, mc.origin.file, tuple(repo.problems[before:])
-                )
-            )

@@ -733,13 +733,7 @@ def _parse_batch(raw: bytes, count: int) -> list[bytes | None]:
 
 def _bounded(content: bytes | int, where: str) -> bytes | load.Unreadable:
     """A blob's content, or why it was not read: `_cat_blobs` gives big ones as a size."""
-    if isinstance(content, bytes):
-        return content
-    return load.Unreadable(
-        f"is {content:,} bytes{where}, more than the {load.MAX_FILE_BYTES:,} a config file "
-        "may have",
-        "split it into several files, or ship large content in the image",
-    )
+    return content if isinstance(content, bytes) else load.too_large(content, where)
 
 
 def _push_status(stdout: str, ref: str) -> tuple[str, str] | None:
