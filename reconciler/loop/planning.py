@@ -81,13 +81,13 @@ class Planner:
     def plan_pools(
         self, repo: load.Repository, pools: Iterable[str] | None = None, known: Iterable[str] = ()
     ) -> dict[str, PoolOutcome]:
-        """Plan `pools` (default: every pool `verdict.judge` names, `known` included)."""
-        verdicts = verdict.judge(repo, known)
-        wanted = sorted(verdicts) if pools is None else list(pools)
-        return {
-            pool: self.plan_verdict(repo, verdicts.get(pool) or verdict.judge_pool(repo, pool))
-            for pool in wanted
-        }
+        """Plan `pools` (default: every pool `verdict.judge` names, `known` included);
+        only the pools asked for are judged."""
+        if pools is None:
+            verdicts = verdict.judge(repo, known)
+        else:
+            verdicts = {pool: verdict.judge_pool(repo, pool) for pool in pools}
+        return {pool: self.plan_verdict(repo, judged) for pool, judged in verdicts.items()}
 
     def plan_verdict(self, repo: load.Repository, judged: verdict.Verdict) -> PoolOutcome:
         """The plan of a judged pool: its failure, unmanaged, or its image (one registry

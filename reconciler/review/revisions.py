@@ -42,17 +42,33 @@ def commit_info(reader: Mirror, sha: str) -> CommitInfo:
 
 @dataclass(frozen=True)
 class PoolState:
-    """A pool at one revision: rendered (or why not), and its MachineOSConfig."""
+    """A pool at one revision: its verdict (rendered, or why not) and its MachineOSConfig."""
 
     pool: str
-    rendered: merge.RenderedConfig | None
-    error: ConfigError | None
+    judged: verdict.Verdict
     os_config: model.MachineOSConfig | None
     architecture: str
-    fingerprint: str | None
     push_spec: str | None
-    own: tuple[ConfigProblem, ...] = ()
-    """Problems found rendering or planning this pool (beyond the repository's own)."""
+
+    @property
+    def rendered(self) -> merge.RenderedConfig | None:
+        return self.judged.rendered if isinstance(self.judged, verdict.Ready) else None
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.judged.fingerprint if isinstance(self.judged, verdict.Ready) else None
+
+    @property
+    def error(self) -> ConfigError | None:
+        if isinstance(self.judged, verdict.Ready):
+            return None
+        error = self.judged.error
+        return error if isinstance(error, ConfigError) else ConfigError(self.judged.problems)
+
+    @property
+    def own(self) -> tuple[ConfigProblem, ...]:
+        """Problems found rendering or planning this pool (beyond the repository's own)."""
+        return self.judged.own if isinstance(self.judged, verdict.Blocked) else ()
 
     @property
     def key(self) -> tuple[str | None, str | None, bool]:
@@ -73,17 +89,7 @@ def pool_states(repo: load.Repository) -> dict[str, PoolState]:
         os_config = mosc.obj if mosc else None
         arch = layout.pool_architecture(os_config, repo.settings)
         push = os_config.spec.rendered_image_push_spec if os_config else None
-        if isinstance(judged, verdict.Ready):
-            out[pool] = PoolState(
-                pool, judged.rendered, None, os_config, arch, judged.fingerprint, push
-            )
-        else:
-            error = (
-                judged.error
-                if isinstance(judged.error, ConfigError)
-                else ConfigError(judged.problems)
-            )
-            out[pool] = PoolState(pool, None, error, os_config, arch, None, push, judged.own)
+        out[pool] = PoolState(pool, judged, os_config, arch, push)
     return out
 
 
@@ -237,7 +243,8 @@ def review_revisions(
         if new is not None:
             changed.append(pool)
     errors: list[str] = []
-    outcomes = planner.plan_pools(head_repo, changed) if changed else {}
+    # the head's verdicts are those just compared: planned as they are, not judged again
+    outcomes = {pool: planner.plan_verdict(head_repo, after[pool].judged) for pool in changed}
     for pool, outcome in outcomes.items():
         review = reviews[pool]
         existing, lookup_error, not_planned = None, None, None
