@@ -2,7 +2,7 @@
 → HTML (markdown-it-py, CommonMark plus tables, as GitHub's renderer parses it) with a
 small GitHub-like stylesheet, then a screenshot with headless Chromium.
 
-    .venv/bin/python docs/pr-comment/render.py            # HTML and PNGs into docs/pr-comment/
+    .venv/bin/python docs/pr-comment/render.py    # PNGs (and their HTML, not committed) here
 
 The cases are the golden markdown cases of `tests/unit/test_review_markdown.py`
 (`tests/unit/review_cases.py`), so the pictures show exactly what the tests pin down.
