@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,8 +61,11 @@ class RecordingCoordinator(NoCoordination):
         self._note("uncordon")
 
 
-def make_agent(host: FakeHost, source: MemoryPinSource, tmp_path: Path, **config: float) -> Agent:
+def make_agent(host: FakeHost, source: MemoryPinSource, tmp_path: Path, **config: Any) -> Agent:
+    """An agent for pool worker on `host`; `soft_reboots` and `live` go to the Agent,
+    the rest to its AgentConfig."""
     store = StateStore(tmp_path / "state")
+    extra = {k: config.pop(k) for k in ("soft_reboots", "live") if k in config}
     return Agent(
         config=AgentConfig(pool="worker", **config),
         source=source,
@@ -71,6 +75,7 @@ def make_agent(host: FakeHost, source: MemoryPinSource, tmp_path: Path, **config
         health_checks=[health.UnitActive(systemctl=str(host.systemctl))],
         reboot_command=host.reboot_command,
         boot_id=lambda: health.read_boot_id(host.boot_id_file),
+        **extra,
     )
 
 

@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.bootc import Bootc, BootcError, ImageReference, Timeouts
-from reconciler.agent import health
-from reconciler.agent.agent import Agent, AgentConfig
+from reconciler.adapters.bootc import Bootc, BootcError, ImageReference
+from reconciler.agent.agent import Agent
 from reconciler.agent.live import CORE_KEYS, LiveApplier, NodeSettings
 from reconciler.agent.source import MemoryPinSource, PoolPolicy
 from reconciler.agent.state import Phase, StateStore
 from tests.fixtures.bootc import FakeHost, pin_text
-from tests.integration.test_agent import RecordingCoordinator
+from tests.integration import test_agent
 
 REPO = "127.0.0.1:5000/pools/worker"
 A = "sha256:" + "a" * 64
@@ -42,19 +41,11 @@ def soft_reboots(host: FakeHost) -> int | None:
 
 
 def make_agent(host: FakeHost, source: MemoryPinSource, tmp_path: Path, **config: object) -> Agent:
-    store = StateStore(tmp_path / "state")
-    return Agent(
-        config=AgentConfig(pool="worker", **config),  # type: ignore[arg-type]
-        source=source,
-        bootc=Bootc([str(host.bootc)], timeouts=Timeouts(status=10, switch=30, rollback=10)),
-        coordinator=RecordingCoordinator(store),
-        store=store,
-        health_checks=[health.UnitActive(systemctl=str(host.systemctl))],
-        reboot_command=host.reboot_command,
-        boot_id=lambda: health.read_boot_id(host.boot_id_file),
+    return test_agent.make_agent(
+        host, source, tmp_path, **config,
         soft_reboots=lambda: soft_reboots(host),
         live=LiveApplier(root=tmp_path / "hostroot", owner=None),
-    )
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -177,7 +168,7 @@ def test_a_soft_reboot_that_did_not_apply_the_stage_is_not_a_rollback(
 # -- download-only stages --
 
 
-class DownloadOnlyDuringDrain(RecordingCoordinator):
+class DownloadOnlyDuringDrain(test_agent.RecordingCoordinator):
     """While the node drains, something on the host runs `bootc upgrade --download-only`
     (e.g. an update timer configured that way): the agent's stage is now locked."""
 
@@ -218,7 +209,7 @@ def test_a_download_only_stage_that_cannot_be_unlocked_is_reported_not_failed(
     assert host.boot_id_file.read_text() == boot_id  # never rebooted into it blindly
     host.inject()
     host.run("upgrade", "--from-downloaded")  # the admin unlocks it
-    agent.coordinator = RecordingCoordinator(agent.store)
+    agent.coordinator = test_agent.RecordingCoordinator(agent.store)
     assert agent.step().phase == Phase.REBOOTING
     assert agent.step().phase == Phase.DONE
 
