@@ -9,6 +9,7 @@ the HTTP package source the RUN steps download from. Stand-ins, said plainly: `d
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ from reconciler.adapters.registry import RegistryClient
 from reconciler.core import poolplan
 from reconciler.errors import BuildError
 from reconciler.loop import building
+from tests.fixtures import bootc_lint
 from tests.fixtures.buildbase import RT_KERNEL_VERSION, BuildBase
 from tests.fixtures.registry import KERNEL_VERSION, PASSWORD, USERNAME, RunningRegistry
 from tests.helpers import example_repo, plan_built_by
@@ -63,16 +65,6 @@ def plan_infra(
     return plan_built_by(registry, repo_dir, "infra", "buildah")
 
 
-def unpack(registry: RunningRegistry, image: str, dest: Path) -> Path:
-    """skopeo copy + umoci unpack of `image`; returns the root filesystem."""
-    dest.mkdir(parents=True)
-    layout = dest / "oci"
-    registry.skopeo("copy", *registry.skopeo_args(), f"docker://{image}", f"oci:{layout}:img")
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:img", str(dest / "bundle")],
-                   check=True, capture_output=True)  # fmt: skip
-    return dest / "bundle" / "rootfs"
-
-
 def buildah_containers(builder: BuildahBuilder) -> list[str]:
     storage = builder.storage_dir
     out = subprocess.run(
@@ -100,7 +92,11 @@ def test_extensions_and_kernel_swap_land_in_the_pushed_image(
     assert any("/sysstat.tar" in r for r in fetched)
     assert any("/kernel-rt-core.tar" in r for r in fetched)
 
-    rootfs = unpack(registry, str(result.image), tmp_path / "out")
+    # bootc's lints pass: among them, no empty /etc/hostname or /etc/resolv.conf,
+    # which buildah's RUN steps left (the base has none) and build.sh removed
+    rootfs = bootc_lint.check_image(registry, str(result.image), tmp_path / "out")
+    for name in ("hostname", "resolv.conf", "hosts"):
+        assert not (rootfs / "etc" / name).exists()
     assert (rootfs / "usr/bin/sar").read_text().startswith("#!/bin/sh")  # extension sysstat
     assert (rootfs / f"usr/lib/modules/{RT_KERNEL_VERSION}/vmlinuz").is_file()  # realtime
     assert not (rootfs / f"usr/lib/modules/{KERNEL_VERSION}/vmlinuz").exists()  # old removed
@@ -117,6 +113,80 @@ def test_extensions_and_kernel_swap_land_in_the_pushed_image(
     assert list((tmp_path / "work" / "builds").iterdir()) == []
     assert list(builder.log_dir.iterdir()) == []
     assert buildah_containers(builder) == []
+
+
+def test_the_dnf_base_is_a_bootc_layout(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    rootfs = bootc_lint.check_image(registry, dnf_base.ref, tmp_path / "base")
+    assert os.readlink(rootfs / "ostree") == "sysroot/ostree"
+    assert (rootfs / "sysroot").is_dir()
+    assert "[composefs]" in (rootfs / "usr/lib/ostree/prepare-root.conf").read_text()
+    # and its bootc shim (which every build runs last) refuses a root without that
+    # layout, as bootc's lint does
+    lint = ["chroot", str(rootfs), "/usr/bin/bootc", "container", "lint"]
+    assert (
+        subprocess.run(lint, check=True, capture_output=True, text=True).stdout
+        == "Checks passed: 4\n"
+    )
+    (rootfs / "ostree").unlink()
+    lint_run = subprocess.run(lint, check=False, capture_output=True, text=True)
+    assert lint_run.returncode == 1
+    assert "baseimage-root: Expected /ostree -> sysroot/ostree" in lint_run.stderr
+
+
+def test_what_the_build_left_is_removed_in_one_more_layer_naming_the_base(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    client, plan = plan_infra(registry, make_repo(tmp_path / "repo", registry, dnf_base.ref))
+    digest = BuildahBuilder(client, tmp_path / "work").build(plan)
+    image = f"{plan.target.registry}/{plan.target.repository}@{digest}"
+
+    raw = json.loads(registry.skopeo("inspect", "--raw", *registry.skopeo_args(),
+                                     f"docker://{image}"))  # fmt: skip
+    # the base's layer, the build's, and the whiteouts of what the build left
+    assert len(raw["layers"]) == len(dnf_base.image.layers) + 2
+    annotations = raw["annotations"]
+    assert annotations["org.opencontainers.image.base.digest"] == dnf_base.digest
+    assert annotations["org.opencontainers.image.base.name"].endswith(f"@{dnf_base.digest}")
+    config = json.loads(registry.skopeo("inspect", "--config", *registry.skopeo_args(),
+                                        f"docker://{image}"))  # fmt: skip
+    last = config["history"][-1]["created_by"]
+    assert (
+        last
+        == "reconciler-build: rm /etc/hostname /etc/resolv.conf /etc/hosts (empty, left by buildah)"
+    )
+    assert config["created"] == "1970-01-01T00:00:00Z"
+
+
+def test_the_pools_own_hostname_resolv_conf_and_hosts_are_kept(
+    registry: RunningRegistry, dnf_base: BuildBase, tmp_path: Path
+) -> None:
+    # A MachineConfig writes all three; an empty one too: the admin's, never removed.
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref)
+    files = {"/etc/hostname": b"infra-node\n", "/etc/resolv.conf": b"nameserver 10.0.0.53\n",
+             "/etc/hosts": b""}  # fmt: skip
+    (repo / "machineconfigs/80-infra-names.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "machineconfiguration.openshift.io/v1",
+        "kind": "MachineConfig",
+        "metadata": {"name": "80-infra-names",
+                     "labels": {"machineconfiguration.openshift.io/role": "infra"}},
+        "spec": {"config": {"ignition": {"version": "3.2.0"}, "storage": {"files": [
+            {"path": path, "mode": 0o644, "overwrite": True,
+             "contents": {"source": "data:;base64," + base64.b64encode(data).decode()}}
+            for path, data in files.items()]}}},
+    }))  # fmt: skip
+    client, plan = plan_infra(registry, repo)
+    digest = BuildahBuilder(client, tmp_path / "work").build(plan)
+    image = f"{plan.target.registry}/{plan.target.repository}@{digest}"
+
+    rootfs = bootc_lint.check_image(registry, image, tmp_path / "out")
+    for path, data in files.items():
+        assert (rootfs / path.lstrip("/")).read_bytes() == data, path
+    # nothing to remove, so no layer for it
+    raw = json.loads(registry.skopeo("inspect", "--raw", *registry.skopeo_args(),
+                                     f"docker://{image}"))  # fmt: skip
+    assert len(raw["layers"]) == len(dnf_base.image.layers) + 1
 
 
 def test_two_builds_of_the_same_inputs_give_the_same_digest(
@@ -236,8 +306,9 @@ def test_the_repositorys_ca_bundle_is_trusted_in_the_image(
     client, plan = plan_infra(registry, repo)
     digest = BuildahBuilder(client, tmp_path / "work").build(plan)
 
-    rootfs = unpack(registry, f"{plan.target.registry}/{plan.target.repository}@{digest}",
-                    tmp_path / "out")  # fmt: skip
+    rootfs = bootc_lint.check_image(
+        registry, f"{plan.target.registry}/{plan.target.repository}@{digest}", tmp_path / "out"
+    )
     anchor = rootfs / "etc/pki/ca-trust/source/anchors/gitops-bootc-ca-bundle.crt"
     assert anchor.read_text() == cert
     # update-ca-trust ran (the shim concatenates the anchors into the extracted bundle)

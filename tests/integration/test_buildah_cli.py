@@ -7,7 +7,6 @@ HTTP package source. Stand-ins: the `dnf`/`rpm`/`bootc` shims in the base image
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from reconciler.cli import cli
+from tests.fixtures import bootc_lint
 from tests.fixtures.buildbase import RT_KERNEL_VERSION, BuildBase
 from tests.fixtures.registry import RunningRegistry
 from tests.helpers import example_repo
@@ -35,11 +35,7 @@ def test_build_installs_the_extension_from_the_package_source(
     image = result.stdout.strip()
     assert image.startswith(f"{registry.host}/{tmp_path.name}/infra@sha256:")
     assert "infra: buildah" in result.stderr
-    layout, bundle = tmp_path / "oci", tmp_path / "bundle"
-    registry.skopeo("copy", *registry.skopeo_args(), f"docker://{image}", f"oci:{layout}:img")
-    subprocess.run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)], check=True,
-                   capture_output=True)  # fmt: skip
-    rootfs = bundle / "rootfs"
+    rootfs = bootc_lint.check_image(registry, image, tmp_path / "out")
     assert (rootfs / "usr/share/doc/sysstat/README").read_text().startswith("sysstat from")
     assert (rootfs / f"usr/lib/modules/{RT_KERNEL_VERSION}/vmlinuz").is_file()
 

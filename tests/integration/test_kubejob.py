@@ -30,6 +30,7 @@ from reconciler.cli import cli
 from reconciler.core import poolplan
 from reconciler.errors import BuildError
 from reconciler.loop import building
+from tests.fixtures import bootc_lint
 from tests.fixtures.buildbase import BuildBase
 from tests.fixtures.kubeapi import FakeKube
 from tests.fixtures.kubelet import FakeKubelet
@@ -134,6 +135,8 @@ def test_the_job_builds_pushes_returns_the_digest_and_cleans_up(
 
     assert result.built_by == "job"
     assert registry.skopeo_digest(str(plan.target)) == result.digest
+    # the pod's build passes bootc's lints: build.sh removed what buildah left
+    bootc_lint.check_image(registry, str(result.image), tmp_path / "out")
     name = kubejob.job_name("infra", plan.inputs_digest)
     [job] = created(kubeapi, "jobs")
     assert job["metadata"]["name"] == name
@@ -180,6 +183,8 @@ def test_the_objects_are_what_a_cluster_accepts(
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DIGEST_FILE"] == container["terminationMessagePath"]
     assert env["PUSH_TLS_VERIFY"] == "false"  # plain-HTTP test registry, named insecure
+    # what build.sh removes when buildah left it empty (the pool writes none of them)
+    assert env["STRIP_IF_EMPTY"] == "/etc/hostname /etc/resolv.conf /etc/hosts"
     # logins only in the Secret, never in the Job or the ConfigMap
     secret = objects["secret"]
     auth = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))

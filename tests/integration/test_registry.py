@@ -27,6 +27,7 @@ import reconciler.adapters.registry as registry_module
 from reconciler.adapters.registry import OCI_INDEX, OCI_MANIFEST, RegistryClient
 from reconciler.adapters.registry.credentials import Credentials
 from reconciler.errors import RegistryError
+from tests.fixtures import bootc_lint
 from tests.fixtures.registry import (
     PASSWORD,
     REFRESH_TOKEN,
@@ -745,6 +746,7 @@ def test_base_image_fixture_is_bootc_like(
     assert os.readlink(root / "etc/os-release") == "../usr/lib/os-release"
     assert b"ID=testos" in (root / "etc/os-release").read_bytes()
     assert (root / "usr/lib/modules/6.1.0-test/vmlinuz").is_file()
+    assert bootc_lint.lint_rootfs(root) == []  # /sysroot, /ostree, prepare-root.conf, ...
     out = subprocess.run(
         [str(root / "usr/bin/busybox"), "echo", "bootc-like"], capture_output=True, check=True
     )

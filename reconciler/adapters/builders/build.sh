@@ -15,10 +15,13 @@
 #   CERT_DIR         CA certificates (*.crt) for registries (optional)
 #   STORAGE_DRIVER   vfs (default) or overlay; STORAGE_ROOT, STORAGE_RUNROOT (optional)
 #   TIMESTAMP        image and file times, seconds since the epoch (default 0: reproducible)
+#   STRIP_IF_EMPTY   absolute paths removed from the built image when they are empty
+#                    files (what buildah's RUN steps leave; see strip_injected)
 #
 # Exit status says what failed, so callers classify without parsing logs:
 #   0 pushed; 2 bad environment or context; 10 pulling the base; 11 building (a RUN
-#   step or the Containerfile: retrying the same inputs cannot help); 12 pushing.
+#   step or the Containerfile: retrying the same inputs cannot help); 12 pushing;
+#   13 removing the empty files buildah left (the storage, not the inputs).
 # Lines starting "reconciler-build:" mark the phases. No secret is ever printed: auth
 # files are passed by path.
 set -uo pipefail
@@ -48,6 +51,38 @@ if [ -n "${CERT_DIR:-}" ]; then
 fi
 bah() { buildah "${storage[@]}" "$@"; }
 
+# buildah makes /etc/hostname, /etc/resolv.conf and /etc/hosts the mount points of every
+# RUN step and leaves them behind, empty, when the image has none (bootc's lint
+# `buildah-injected`). This buildah has no --no-hostname, and --dns=none would leave
+# RUN steps without DNS, so they are removed after the build: one more layer of
+# whiteouts, committed with the same --timestamp (the same inputs still give the same
+# digest), and only when there is something to remove. STRIP_IF_EMPTY names the
+# candidates: the builder leaves out the ones the pool's own config writes.
+strip_injected() {
+  local ctr mnt f removed=()
+  [ -n "${STRIP_IF_EMPTY:-}" ] || return 0
+  ctr=$(bah from --pull=never --quiet "$IMAGE") || return 1
+  mnt=$(bah mount "$ctr") || return 1
+  for f in $STRIP_IF_EMPTY; do
+    if [ -f "$mnt$f" ] && [ ! -L "$mnt$f" ] && [ ! -s "$mnt$f" ]; then
+      rm -f "$mnt$f" && removed+=("$f")
+    fi
+  done
+  bah umount "$ctr" >/dev/null || return 1
+  if [ ${#removed[@]} -eq 0 ]; then
+    bah rm "$ctr" >/dev/null
+    return
+  fi
+  say "removing ${removed[*]}: empty, left by buildah's RUN steps"
+  # The history says what this layer is, and the base annotations keep naming the
+  # pool's base (a commit would name the image built just above).
+  bah config --created-by "reconciler-build: rm ${removed[*]} (empty, left by buildah)" \
+    --annotation "org.opencontainers.image.base.name=$BASE_IMAGE" \
+    --annotation "org.opencontainers.image.base.digest=${BASE_IMAGE##*@}" \
+    --history-comment "" "$ctr" || return 1
+  bah commit --quiet --rm --timestamp "${TIMESTAMP:-0}" "$ctr" "$IMAGE" >/dev/null
+}
+
 # The context, dereferenced: `ADD config-layer.tar /` must see a file to extract, not
 # a ConfigMap volume's symlink. Dot entries (..data, ..<timestamp>) are not copied.
 context="$WORK_DIR/context"
@@ -70,6 +105,8 @@ bah pull --quiet --policy missing "${pull[@]}" "$BASE_IMAGE" >/dev/null ||
 bah bud --isolation chroot --timestamp "${TIMESTAMP:-0}" --pull=false "${pull[@]}" \
   --file "$context/Containerfile" --tag "$IMAGE" "$context" ||
   fail 11 "building $IMAGE"
+
+strip_injected || fail 13 "removing the empty files buildah left in $IMAGE"
 
 say "pushing $IMAGE"
 rm -f "$WORK_DIR/digest"

@@ -8,7 +8,10 @@ build).
 
 How, and why:
 - `build.sh` does the work (pull the base by digest, `buildah bud`, `buildah push
-  --digestfile`), the same script a Kubernetes Job runs (`kubejob.py`).
+  --digestfile`), the same script a Kubernetes Job runs (`kubejob.py`). Between bud
+  and push it removes the empty `/etc/hostname`, `/etc/resolv.conf` and `/etc/hosts`
+  buildah's RUN steps leave (bootc's `buildah-injected` lint), except those the pool's
+  config layer writes (`script.strip_if_empty`).
 - `--isolation chroot`: no OCI runtime, no cgroups; crun fails on this kind of host
   (cgroup v1 hybrid, reference test-infrastructure.md §4) and chroot needs nothing but
   buildah. `--timestamp 0`: two builds of the same inputs give the same digest.
@@ -207,6 +210,7 @@ class BuildahBuilder:
             PULL_TLS_VERIFY=script.env_flags(inputs.base.registry, insecure),
             PUSH_TLS_VERIFY=script.env_flags(inputs.target.registry, insecure),
             TIMESTAMP="0",
+            STRIP_IF_EMPTY=" ".join(inputs.strip_if_empty),
         )
         cas = script.ca_certificates(
             self.registry.ca_file,

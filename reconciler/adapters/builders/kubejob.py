@@ -284,6 +284,7 @@ class JobBuilder:
             "STORAGE_ROOT": f"{STORAGE_MOUNT}/root",
             "STORAGE_RUNROOT": f"{STORAGE_MOUNT}/run",
             "TIMESTAMP": "0",
+            "STRIP_IF_EMPTY": " ".join(inputs.strip_if_empty),
             "BUILDAH_ISOLATION": "chroot",
         }
         mounts = [

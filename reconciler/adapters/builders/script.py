@@ -38,6 +38,11 @@ EXIT_SETUP = 2
 EXIT_PULL = 10
 EXIT_BUILD = 11
 EXIT_PUSH = 12
+EXIT_STRIP = 13
+
+# The files buildah makes the mount points of every RUN step and leaves behind, empty,
+# when the image has none (bootc's `buildah-injected` lint checks the first two).
+BUILDAH_INJECTED = ("/etc/hostname", "/etc/resolv.conf", "/etc/hosts")
 
 TAIL_LINES = 30
 DIGEST_RE = canonical.SHA256_DIGEST_RE
@@ -65,6 +70,9 @@ class BuildInputs:
     base: ImageRef
     target: ImageRef
     """`host/repo:tag` (the tag derives from the inputs digest)."""
+    strip_if_empty: tuple[str, ...] = BUILDAH_INJECTED
+    """What build.sh removes from the built image when empty (`STRIP_IF_EMPTY`): the
+    files buildah injects, less those the pool's config writes (the admin's, kept)."""
 
     @property
     def image(self) -> str:
@@ -102,7 +110,14 @@ def prepare(plan: PoolPlan) -> BuildInputs:
         base_image=containerfile.from_reference(plan.base_image, plan.base.digest),
         base=plan.base.ref,
         target=plan.target,
+        strip_if_empty=strip_if_empty(plan),
     )
+
+
+def strip_if_empty(plan: PoolPlan) -> tuple[str, ...]:
+    """`BUILDAH_INJECTED` less the paths the pool's config layer writes."""
+    own = {e.path for e in plan.image.entries}
+    return tuple(p for p in BUILDAH_INJECTED if p not in own)
 
 
 # --- auth -------------------------------------------------------------------------------
@@ -187,6 +202,7 @@ _PHASES = {
     EXIT_PULL: "pulling the base image failed",
     EXIT_BUILD: "the build failed (a RUN step or the Containerfile)",
     EXIT_PUSH: "pushing the image failed",
+    EXIT_STRIP: "removing the empty files buildah left in the image failed",
     EXIT_SETUP: "the build could not start",
 }
 
