@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from reconciler.adapters import directory
 from reconciler.adapters.registry import RegistryClient
@@ -17,6 +21,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+AGENT_NS = "bootc-gitops-agent"  # deploy/agent's namespace: its Role and bindings are there
+RECONCILER_NS = "bootc-gitops"  # deploy/reconciler's: the default build namespace in-cluster
 
 
 def example_repo(dest: Path, registry_host: str, base_ref: str, *, prefix: str = "fleet") -> Path:
@@ -51,3 +57,15 @@ def plan_built_by(
     assert isinstance(plan, poolplan.PoolPlan), plan
     assert plan.builder == builder
     return client, plan
+
+
+@functools.cache
+def _deploy_text() -> str:
+    return subprocess.run(["kubectl", "kustomize", str(ROOT / "deploy")], check=True,
+                          capture_output=True, text=True).stdout  # fmt: skip
+
+
+def deploy_docs() -> list[dict[str, Any]]:
+    """The objects of `deploy/` as `kubectl kustomize` builds them (parsed afresh each
+    call: tests edit them to take a verb away)."""
+    return [d for d in yaml.safe_load_all(_deploy_text()) if d]

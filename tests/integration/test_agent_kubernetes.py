@@ -6,15 +6,12 @@ no kube-apiserver runs here), through the official client; and a simulated fleet
 from __future__ import annotations
 
 import random
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from reconciler.adapters import kube
 from reconciler.adapters.bootc import Bootc, Timeouts
@@ -28,6 +25,7 @@ from reconciler.core import model
 from reconciler.errors import ConfigError
 from tests.fixtures.bootc import FakeHost, pin_text
 from tests.fixtures.kubeapi import Change, FakeKube, node, pod
+from tests.helpers import AGENT_NS, deploy_docs
 
 NS = "reconciler-system"
 REPO = "127.0.0.1:5000/pools/edge"
@@ -159,17 +157,6 @@ def test_drain_evicts_through_the_api_and_waits_for_budgets(kubeapi: FakeKube) -
 # --- the fleet ------------------------------------------------------------------------
 
 
-AGENT_NS = "bootc-gitops-agent"  # deploy/agent's namespace: its Role and bindings are there
-
-
-def deploy_docs() -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(Path(__file__).resolve().parents[2] / "deploy")],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
 
 
 class Fleet:

@@ -17,7 +17,7 @@ from reconciler.agent.kubernetes import KubernetesCoordinator
 from reconciler.agent.source import PoolPolicy
 from reconciler.core import model
 from tests.fixtures.kubeapi import FakeKube, node
-from tests.integration.test_agent_kubernetes import AGENT_NS, deploy_docs
+from tests.helpers import AGENT_NS, deploy_docs
 
 POLICY = PoolPolicy("edge", 1, False, model.LabelSelector(match_labels={"pool": "edge"}))
 

@@ -2,7 +2,10 @@
 
 Real: the registry, buildah (run by the fake kubelet on this machine), the official
 `kubernetes` client speaking the real REST paths, the Kubernetes OpenAPI schemas
-(`kubernetes-validate`, strict) for every object the builder creates. Stand-ins, said
+(`kubernetes-validate`, strict) for every object the builder creates, and `deploy/`'s
+RBAC: the builder calls the API as the reconciler's ServiceAccount, in the namespace
+its Role is bound in, with the Roles and bindings `kubectl kustomize deploy/` builds
+enforced, so a verb the Role lacks fails these tests. Stand-ins, said
 plainly: the API server (`tests/fixtures/kubeapi.py`) and the Job controller plus
 kubelet (`tests/fixtures/kubelet.py`, which runs the pod's command here instead of in
 the builder image); `dnf`/`rpm`/`bootc` in the base image are shims
@@ -28,20 +31,53 @@ from reconciler.adapters.kube import Kube
 from reconciler.adapters.registry import RegistryClient
 from reconciler.cli import cli
 from reconciler.core import poolplan
-from reconciler.errors import BuildError
+from reconciler.errors import BuildError, ReconcilerError
 from reconciler.loop import building
 from tests.fixtures import bootc_lint
 from tests.fixtures.buildbase import BuildBase
 from tests.fixtures.kubeapi import FakeKube
 from tests.fixtures.kubelet import FakeKubelet
 from tests.fixtures.registry import PASSWORD, RunningRegistry, free_port
-from tests.helpers import example_repo, plan_built_by
+from tests.helpers import RECONCILER_NS, deploy_docs, example_repo, plan_built_by
 
 pytestmark = [pytest.mark.buildah, pytest.mark.registry]
 
-NS = "builds"
+NS = RECONCILER_NS  # the default build namespace in-cluster: the pod's own
+RECONCILER_SA = "reconciler"
 # The oldest and newest API versions we check the objects against.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
+
+
+@pytest.fixture(autouse=True)
+def rbac(kubeapi: FakeKube) -> Iterator[Path]:
+    """deploy/'s RBAC in force; yields the reconciler's ServiceAccount kubeconfig. After
+    the test, no request of the builder may have been refused, not even one whose
+    failure it tolerates (the log tail, the clean-up)."""
+    kubeapi.enforce_rbac(deploy_docs())
+    yield kubeapi.kubeconfig_for(NS, RECONCILER_SA)
+    denied = [a for a in kubeapi.authorizations if not a.allowed]
+    assert denied == [], f"deploy/reconciler/rbac.yaml does not grant: {denied}"
+
+
+def builds_role() -> set[tuple[str, str]]:
+    """(resource, verb) the shipped Role grants the reconciler in the build namespace."""
+    [role] = [d for d in deploy_docs() if d["kind"] == "Role"
+              and d["metadata"] == {"name": "reconciler-builds", "namespace": NS}]  # fmt: skip
+    return {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def without(resource: str, verb: str) -> list[dict[str, Any]]:
+    """deploy/'s objects with `verb` on `resource` taken out of the builds Role."""
+    docs = deploy_docs()
+    for d in docs:
+        if d["kind"] == "Role" and d["metadata"]["name"] == "reconciler-builds":
+            for rule in d["rules"]:
+                if resource in rule["resources"]:
+                    rule["resources"] = [r for r in rule["resources"] if r != resource]
+                    d["rules"].append({**rule, "resources": [resource],
+                                       "verbs": [v for v in rule["verbs"] if v != verb]})
+                    break
+    return docs
 
 
 @pytest.fixture
@@ -86,9 +122,11 @@ def plan_infra(
 
 
 def job_builder(client: RegistryClient, kubeapi: FakeKube, **kw: Any) -> kubejob.JobBuilder:
+    """The builder as the reconciler runs it: as its ServiceAccount (see `rbac`)."""
     kw.setdefault("timeout_s", 300)
     kw.setdefault("poll_s", 0.05)
-    return kubejob.JobBuilder(client, Kube.connect(kubeapi.kubeconfig), namespace=NS, **kw)
+    api = Kube.connect(kubeapi.kubeconfig_for(NS, RECONCILER_SA))
+    return kubejob.JobBuilder(client, api, namespace=NS, **kw)
 
 
 def push_secret(
@@ -346,10 +384,11 @@ def test_reconciler_build_runs_the_pools_job(
     kubeapi: FakeKube,
     kubelet: FakeKubelet,
     tmp_path: Path,
+    rbac: Path,
 ) -> None:
     repo = make_repo(tmp_path / "repo", registry, dnf_base.ref, push_secret=None)
     args = ["build", "--repo", str(repo), "--pool", "infra", "--insecure-registry", registry.host,
-            "--work-dir", str(tmp_path / "work"), "--kubeconfig", str(kubeapi.kubeconfig),
+            "--work-dir", str(tmp_path / "work"), "--kubeconfig", str(rbac),
             "--build-namespace", NS]  # fmt: skip
 
     result = CliRunner().invoke(cli, args)
@@ -381,3 +420,53 @@ def test_a_private_registry_ca_goes_to_the_pod_as_its_cert_dir(
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "certs")
     assert env["CERT_DIR"] == mount["mountPath"]
     assert env["PULL_TLS_VERIFY"] == env["PUSH_TLS_VERIFY"] == "true"
+
+
+def test_the_builds_role_grants_exactly_what_builds_use(
+    registry_basic: RunningRegistry,
+    dnf_base: BuildBase,
+    kubeapi: FakeKube,
+    kubelet: FakeKubelet,
+    tmp_path: Path,
+) -> None:
+    # Every path through the builder that calls the API: a named Secret (get), ours for
+    # the base's login (create, then patch for its owner), leftovers of a killed pass
+    # (create conflicts, then update), a success (poll, clean up) and a failure (the
+    # pod list and its log).
+    base_ref = dnf_base.copy_to(registry_basic)
+    repo = make_repo(tmp_path / "ok" / "repo", registry_basic, base_ref)
+    client, plan = plan_infra(registry_basic, repo)
+    push_secret(kubeapi, registry_basic)
+    name = kubejob.job_name("infra", plan.inputs_digest)
+    for resource, suffix in (("configmaps", "context"), ("secrets", "auth")):
+        kubeapi.create(resource, {"apiVersion": "v1", "kind": resource[:-1].title(),
+                                  "metadata": {"name": f"{name}-{suffix}", "namespace": NS}},
+                       NS)  # fmt: skip
+    assert job_builder(client, kubeapi).build(plan)
+
+    bad = make_repo(tmp_path / "bad" / "repo", registry_basic, base_ref,
+                    extensions={"sysstat": ["no-such-package"]})  # fmt: skip
+    client, plan = plan_infra(registry_basic, bad)
+    with pytest.raises(BuildError) as info:
+        job_builder(client, kubeapi).build(plan)
+    assert "Unable to find a match: no-such-package" in info.value.log_tail
+
+    used = {(a.resource, a.verb) for a in kubeapi.authorizations
+            if a.user == f"system:serviceaccount:{NS}:{RECONCILER_SA}"}  # fmt: skip
+    assert used == builds_role()  # all of it needed, nothing more
+
+
+def test_a_verb_the_role_lacks_fails_the_build_with_the_apis_reason(
+    registry: RunningRegistry, dnf_base: BuildBase, kubeapi: FakeKube, tmp_path: Path
+) -> None:
+    kubeapi.enforce_rbac(without("jobs", "create"))
+    client, plan = plan_infra(registry, make_repo(tmp_path / "repo", registry, dnf_base.ref))
+    push_secret(kubeapi, registry)
+    with pytest.raises(ReconcilerError) as info:
+        job_builder(client, kubeapi).build(plan)
+    assert (
+        f'User "system:serviceaccount:{NS}:{RECONCILER_SA}" cannot create resource "jobs" in '
+        f'API group "batch" in the namespace "{NS}"' in str(info.value)
+    )
+    assert created(kubeapi, "jobs") == []
+    kubeapi.authorizations.clear()  # the refusal was the point

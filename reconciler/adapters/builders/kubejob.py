@@ -40,8 +40,10 @@ command on the test machine, so this part is not tested here.
 
 Talks to the API server through the official client (`reconciler.adapters.kube.Kube`:
 kubeconfig or the in-cluster service account). RBAC the reconciler needs in the build
-namespace: create/get/delete on jobs, configmaps and secrets; list on pods; get on
-pods/log.
+namespace (`deploy/reconciler/rbac.yaml`; `tests/integration/test_kubejob.py` runs as
+that Role and checks it is exactly what builds use): jobs get, create, delete;
+configmaps create, update, patch, delete; secrets the same and get (named Secrets);
+pods list; pods/log get.
 """
 
 from __future__ import annotations
@@ -517,9 +519,10 @@ class JobBuilder:
     # --- API helpers ----------------------------------------------------------------------
 
     def _readers(self) -> dict[str, Callable[..., Any]]:
+        # Only what is read: the Job (poll) and named Secrets (do they exist?); a
+        # ConfigMap is only ever written, so the Role grants no `get` on configmaps.
         return {
             "jobs": self.batch.read_namespaced_job,
-            "configmaps": self.kube.core.read_namespaced_config_map,
             "secrets": self.kube.core.read_namespaced_secret,
         }
 
