@@ -157,8 +157,6 @@ def test_drain_evicts_through_the_api_and_waits_for_budgets(kubeapi: FakeKube) -
 # --- the fleet ------------------------------------------------------------------------
 
 
-
-
 class Fleet:
     """Agents with deploy/'s RBAC and node fence in force: each uses its own node-bound
     token of the agent's ServiceAccount, so a verb the Roles lack fails the run."""

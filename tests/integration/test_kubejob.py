@@ -74,8 +74,13 @@ def without(resource: str, verb: str) -> list[dict[str, Any]]:
             for rule in d["rules"]:
                 if resource in rule["resources"]:
                     rule["resources"] = [r for r in rule["resources"] if r != resource]
-                    d["rules"].append({**rule, "resources": [resource],
-                                       "verbs": [v for v in rule["verbs"] if v != verb]})
+                    d["rules"].append(
+                        {
+                            **rule,
+                            "resources": [resource],
+                            "verbs": [v for v in rule["verbs"] if v != verb],
+                        }
+                    )
                     break
     return docs
 
