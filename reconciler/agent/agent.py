@@ -602,8 +602,9 @@ class Agent:
         if settings is None or (want is not None and settings.live_digest() != want):
             return (
                 state,
-                f"the live settings (core's SSH keys, password hash) at {snap.revision[:12]} "
-                f"do not match the pin's liveConfigDigest {want}; not applied",
+                "the live settings (core's SSH keys, password hash) at the pin's "
+                f"sourceCommit {pin.spec.source_commit[:12]} cannot be read or do not match "
+                f"its liveConfigDigest {want}; not applied",
                 False,
             )
         try:

@@ -2,8 +2,9 @@
 
 Stage: the agent's edge for core's SSH keys and password hash (MCO applies both without
 a reboot: `pkg/daemon/update.go`, `updateSSHKeys` / `SetPasswordHash`). Inputs: the
-pool's rendered config at the pin's revision (read by the `PinSource`, checked against
-the pin's `liveConfigDigest`, so what is applied is what the reconciler pinned).
+pool's rendered config at the pin's `sourceCommit` (read by the `PinSource`, checked
+against the pin's `renderedConfig` and `liveConfigDigest`, so what is applied is what
+the reconciler pinned, whatever the branch holds since).
 Effects: core's `authorized_keys` written atomically under the host root, and the
 password hash set with `chpasswd -e` (the hash goes on stdin only: never in an argv, a
 log line, a reason or the state file). Design: `deploy/README.md`, "Changes

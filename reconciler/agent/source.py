@@ -8,12 +8,14 @@ revision, the parsed pin (or why it cannot be trusted) and the pool's policy
 `Mirror`: each poll is one `git ls-remote`; only when the branch moved is it fetched,
 shallow (`--depth=1`) and partial (`--filter=blob:none`), and then only the blobs read
 are downloaded: `pins/<pool>.yaml` and the YAML files the pool definitions may live in
-(objects are found by kind, so every config file is a candidate).
+(objects are found by kind, so every config file is a candidate). The live settings
+(`settings`) are read at the pin's `sourceCommit`, that one commit fetched alone.
 `MemoryPinSource` is the same contract in memory, for fleet simulations.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -24,6 +26,8 @@ from reconciler.adapters import git
 from reconciler.agent.live import NodeSettings, settings_from_spec
 from reconciler.core import load, merge, model, pins, select
 from reconciler.errors import ReconcilerError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,20 +196,29 @@ class GitPinSource:
         return dict(self._policies)
 
     def settings(self, pool: str, revision: str, pin: pins.Pin) -> NodeSettings | None:
-        """Rendered from the config files at `revision` (the pin's commit), and trusted
-        only when that rendering is the pin's `renderedConfig`: the same name is the
-        same rendered config as at the pin's `sourceCommit`."""
-        key = (pool, revision)
+        """Rendered from the config files at the pin's `sourceCommit` (the commit the
+        pin was computed from, fetched alone: `Mirror.fetch_commit`), not at the
+        branch's head, which may have moved on while the pool is held or stalled; and
+        trusted only when that rendering is the pin's `renderedConfig`."""
+        commit = pin.spec.source_commit
+        key = (pool, commit)
         if key not in self._settings:
             found = None
             try:
-                files = self.mirror.read_files(revision, load.is_config_path)
+                self.mirror.fetch_commit(commit, self.branch, filter="blob:none")
+                files = self.mirror.read_files(commit, load.is_config_path)
                 rendered = merge.render_pool(load.load_repository(files), pool)
                 if rendered.name == pin.spec.rendered_config:
                     found = settings_from_spec(rendered.spec)
-            except ReconcilerError:
-                found = None
-            self._settings = {key: found}  # only the newest revision is worth keeping
+                else:
+                    log.warning(
+                        "pool %s: the config at %s renders %s, not the pin's %s",
+                        pool, commit[:12], rendered.name, pin.spec.rendered_config,
+                    )  # fmt: skip
+            except ReconcilerError as exc:
+                log.warning("pool %s: cannot read the config at the pin's sourceCommit %s: %s",
+                            pool, commit[:12], exc)  # fmt: skip
+            self._settings = {key: found}  # only the current pin's are worth keeping
         return self._settings[key]
 
 

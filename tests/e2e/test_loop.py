@@ -420,16 +420,49 @@ def test_a_failed_containerfile_build_is_a_pool_condition_never_a_pin(
 # --- changes without a reboot (issue 12) ------------------------------------------------------
 
 
-def test_an_ssh_key_only_commit_repins_the_same_image_and_reaches_the_node_without_a_reboot(
-    fleet: Fleet, bootc_host: Any, tmp_path: Path
-) -> None:
+def git_agent(fleet: Fleet, bootc_host: Any, tmp_path: Path, pin: pins.Pin) -> Any:
+    """An agent of pool worker reading Git, on a stand-in host booted from `pin`'s image;
+    live settings go under `tmp_path/hostroot`."""
     from reconciler.adapters.bootc import Bootc, Timeouts
     from reconciler.agent import health
     from reconciler.agent.agent import Agent, AgentConfig
     from reconciler.agent.coordination import NoCoordination
-    from reconciler.agent.live import CORE_KEYS, LiveApplier
+    from reconciler.agent.live import LiveApplier
     from reconciler.agent.source import GitPinSource
-    from reconciler.agent.state import Phase, StateStore
+    from reconciler.agent.state import StateStore
+
+    repo = pin.spec.image.partition("@")[0]
+    bootc_host.add_image(repo, pin.spec.digest)
+    bootc_host.install(pin.spec.image)
+    return Agent(
+        config=AgentConfig(pool="worker"),
+        source=GitPinSource(fleet.server.url, tmp_path / "agent-git", auth=fleet.server.auth),
+        bootc=Bootc([str(bootc_host.bootc)], timeouts=Timeouts(status=10, switch=30, rollback=10)),
+        coordinator=NoCoordination(),
+        store=StateStore(tmp_path / "agent-state"),
+        health_checks=[health.UnitActive(systemctl=str(bootc_host.systemctl))],
+        reboot_command=bootc_host.reboot_command,
+        boot_id=lambda: health.read_boot_id(bootc_host.boot_id_file),
+        live=LiveApplier(root=tmp_path / "hostroot", owner=None),
+    )
+
+
+NEW_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINewKeyForTheE2eTestOnly0000000000000 new@example.com"
+)
+
+
+def add_worker_key(fleet: Fleet) -> str:
+    ssh = "machineconfigs/99-worker-ssh.yaml"
+    return fleet.commit({ssh: fleet.file(ssh) + f"            - {NEW_KEY}\n"},
+                        "worker: one more SSH key")  # fmt: skip
+
+
+def test_an_ssh_key_only_commit_repins_the_same_image_and_reaches_the_node_without_a_reboot(
+    fleet: Fleet, bootc_host: Any, tmp_path: Path
+) -> None:
+    from reconciler.agent.live import CORE_KEYS
+    from reconciler.agent.state import Phase
 
     r = fleet.reconciler()
     r.reconcile_once()
@@ -438,21 +471,7 @@ def test_an_ssh_key_only_commit_repins_the_same_image_and_reaches_the_node_witho
     tags, uploaded = fleet.tags("worker"), r.registry.bytes_uploaded
 
     # a node booted from the pinned image (the bootc stand-in; the agent reads Git)
-    repo = before.spec.image.partition("@")[0]
-    bootc_host.add_image(repo, before.spec.digest)
-    bootc_host.install(before.spec.image)
-    store = StateStore(tmp_path / "agent-state")
-    agent = Agent(
-        config=AgentConfig(pool="worker"),
-        source=GitPinSource(fleet.server.url, tmp_path / "agent-git", auth=fleet.server.auth),
-        bootc=Bootc([str(bootc_host.bootc)], timeouts=Timeouts(status=10, switch=30, rollback=10)),
-        coordinator=NoCoordination(),
-        store=store,
-        health_checks=[health.UnitActive(systemctl=str(bootc_host.systemctl))],
-        reboot_command=bootc_host.reboot_command,
-        boot_id=lambda: health.read_boot_id(bootc_host.boot_id_file),
-        live=LiveApplier(root=tmp_path / "hostroot", owner=None),
-    )
+    agent = git_agent(fleet, bootc_host, tmp_path, before)
     first = agent.step()
     assert first.phase == Phase.DONE, first.reason
     assert "applied core's SSH keys (2) live" in first.reason  # the agent's first run
@@ -461,12 +480,7 @@ def test_an_ssh_key_only_commit_repins_the_same_image_and_reaches_the_node_witho
     boot_id = bootc_host.boot_id_file.read_text()
 
     # an admin adds a key: nothing else changes
-    ssh = "machineconfigs/99-worker-ssh.yaml"
-    added = (
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINewKeyForTheE2eTestOnly0000000000000 new@example.com"
-    )
-    text = fleet.file(ssh)
-    fleet.commit({ssh: text + f"            - {added}\n"}, "worker: one more SSH key")
+    add_worker_key(fleet)
     report = r.reconcile_once()
     assert report.changed == ["worker"]
     after = fleet.pin("worker")
@@ -485,6 +499,42 @@ def test_an_ssh_key_only_commit_repins_the_same_image_and_reaches_the_node_witho
     assert state.reason == (
         f"booted {before.spec.digest}; applied core's SSH keys (3) live, without a reboot"
     )
-    assert keys_file.read_text().splitlines()[-1] == added
+    assert keys_file.read_text().splitlines()[-1] == NEW_KEY
     assert bootc_host.boot_id_file.read_text() == boot_id  # no reboot
     assert not [c for c in bootc_host.calls() if c[:1] == ["switch"]]
+
+
+def test_a_node_applies_the_keys_of_its_pin_while_the_branch_has_moved_on(
+    fleet: Fleet, bootc_host: Any, tmp_path: Path
+) -> None:
+    # The agent reads the live settings at the pin's sourceCommit: a key commit the
+    # reconciler has not pinned (yet, or ever: a held or stalled pool) changes nothing
+    # on a node, and no node goes degraded over it.
+    from reconciler.agent.live import CORE_KEYS
+    from reconciler.agent.state import Phase
+
+    r = fleet.reconciler()
+    r.reconcile_once()
+    pinned = fleet.pin("worker")
+    head = add_worker_key(fleet)  # not reconciled: the pin still names the older commit
+    assert pinned.spec.source_commit != head
+
+    agent = git_agent(fleet, bootc_host, tmp_path, pinned)
+    state = agent.step()
+
+    assert state.phase == Phase.DONE, state.reason
+    assert "applied core's SSH keys (2) live" in state.reason  # the pin's two, not three
+    keys = (tmp_path / "hostroot" / CORE_KEYS).read_text().splitlines()
+    assert len(keys) == 2
+    assert NEW_KEY not in keys
+    # the agent's mirror stays shallow: it fetched the pin's source commit alone
+    mirror = tmp_path / "agent-git"
+    assert set((mirror / "shallow").read_text().split()) >= {pinned.spec.source_commit}
+
+    # once pinned, the new key arrives, without a reboot
+    r.reconcile_once()
+    assert fleet.pin("worker").spec.source_commit == head
+    state = agent.step()
+    assert state.phase == Phase.DONE, state.reason
+    assert "applied core's SSH keys (3) live, without a reboot" in state.reason
+    assert (tmp_path / "hostroot" / CORE_KEYS).read_text().splitlines()[-1] == NEW_KEY

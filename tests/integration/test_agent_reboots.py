@@ -452,5 +452,5 @@ def test_live_settings_that_do_not_match_the_pin_are_not_applied(host, tmp_path)
     )
     state = make_agent(host, source, tmp_path).step()
     assert state.phase == Phase.DEGRADED
-    assert "do not match the pin's liveConfigDigest" in state.reason
+    assert "cannot be read or do not match its liveConfigDigest" in state.reason
     assert not (tmp_path / "hostroot" / CORE_KEYS).exists()

@@ -303,6 +303,63 @@ def test_shallow_partial_fetch_then_log_and_read(git_server: GitServer, tmp_path
     assert len(mirror.log(last)) == 5
 
 
+def commits_in(cache: Path) -> int:
+    out = run_git(f"--git-dir={cache}", "cat-file", "--batch-all-objects", "--batch-check")
+    return sum(line.split()[1] == "commit" for line in out.splitlines())
+
+
+def test_fetch_commit_brings_one_older_commit_into_a_shallow_mirror(
+    git_server: GitServer, tmp_path: Path, git_calls: list[list[str]]
+) -> None:
+    # What the agent does for the pin's sourceCommit: the head moved on since.
+    source = git_server.commit_files({"machineconfigs/m.yaml": "m: old\n"}, "config")
+    for i in range(3):
+        head = git_server.commit_files({"machineconfigs/m.yaml": f"m: {i}\n"}, f"config {i}")
+    cache = tmp_path / "mirror"
+    mirror = Mirror(git_server.url, cache, git_server.auth)
+    assert mirror.fetch("main", depth=1, filter="blob:none") == head
+
+    mirror.fetch_commit(source, "main", filter="blob:none")
+
+    assert mirror.read_files(source, lambda p: True)["machineconfigs/m.yaml"] == b"m: old\n"
+    assert commits_in(cache) == 2  # the head and that one, none in between
+    assert source in (cache / "shallow").read_text().split()
+    # present now: asking again fetches nothing
+    git_calls.clear()
+    mirror.fetch_commit(source, "main", filter="blob:none")
+    assert "fetch" not in subcommands(git_calls)
+
+
+def test_fetch_commit_from_a_server_that_refuses_unadvertised_wants(
+    git_bare: GitServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Protocol v0 without uploadpack.allowReachableSHA1InWant (or AnySHA1, which the
+    # test servers set): the commit cannot be asked for by id, so the branch's history
+    # is fetched instead.
+    run_git(f"--git-dir={git_bare.path}", "config", "--unset", "uploadpack.allowAnySHA1InWant")
+    source = git_bare.commit_files({"a.yaml": "a: 1\n"}, "config")
+    for i in range(3):
+        git_bare.commit_files({"a.yaml": f"a: {i + 2}\n"}, f"config {i}")
+    cache = tmp_path / "mirror"
+    mirror = Mirror(git_bare.url, cache)
+    mirror.fetch("main", depth=1)
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "protocol.version")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "0")
+    v0 = Mirror(git_bare.url, cache)
+
+    v0.fetch_commit(source, "main")
+
+    assert v0.read_file(source, "a.yaml") == b"a: 1\n"
+    assert commits_in(cache) == 4 + 1  # the whole history (and the fixture's first commit)
+    # a commit the branch does not have (rewritten history) is a clear, lasting error
+    with pytest.raises(GitError, match="commit 0123456789ab is not on branch 'main'") as info:
+        v0.fetch_commit("0123456789abcdef0123456789abcdef01234567", "main")
+    assert info.value.transient is False
+    with pytest.raises(ValueError, match="not a commit id"):
+        v0.fetch_commit("--upload-pack=evil", "main")
+
+
 def test_log_paths_trailers_ancestry_and_diff(git_server: GitServer, tmp_path: Path) -> None:
     root = git_server.head()
     assert root is not None

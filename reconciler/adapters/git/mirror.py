@@ -300,6 +300,55 @@ class Mirror:
         if filter is not None:
             self._partial = True
 
+    def fetch_commit(self, sha: str, branch: str, filter: str | None = None) -> None:
+        """Make commit `sha` (40 hex, of `branch`) readable, fetching as little as it can.
+
+        Present already: nothing is fetched. Otherwise the commit alone, by its id
+        (`--depth=1` in a shallow mirror): protocol v2 servers allow any such want
+        (every git since 2.18, and the forges). A server that refuses a want it did not
+        advertise ("Server does not allow request for unadvertised object": protocol
+        v0 without `uploadpack.allowReachableSHA1InWant`) gets the branch fetched to
+        its full history instead. `GitError` when the commit is still not there.
+        """
+        if len(sha) != 40 or any(c not in "0123456789abcdef" for c in sha):
+            raise ValueError(f"not a commit id: {sha!r}")
+        _check_branch(branch, self.display_url)
+        self._healing(lambda: self._fetch_commit(sha, branch, filter))
+
+    def _has_commit(self, sha: str) -> bool:
+        # --missing=print: says what is absent instead of fetching it from the promisor
+        # (a plain cat-file would fetch a missing commit lazily, with all its history)
+        proc = self._git.run(
+            self._g("rev-list", "--no-walk", "--missing=print", f"{sha}^{{commit}}"),
+            "rev-list",
+            ok_codes=(0, 128),
+        )
+        return proc.returncode == 0
+
+    def _fetch_commit(self, sha: str, branch: str, filter: str | None) -> None:
+        self._ensure_repo()
+        if self._has_commit(sha):
+            return
+        args = ["fetch", "--no-tags", "--quiet", "--no-write-fetch-head"]
+        if (self.path / "shallow").exists():
+            args.append("--depth=1")
+        if filter is not None:
+            args.append(f"--filter={filter}")
+        try:
+            self._git.run(self._g(*args, "origin", sha), "fetch")
+        except GitError as exc:
+            log.info("git fetch %s of commit %s alone failed (%s); fetching the history of %s",
+                     self.display_url, sha[:12], exc, branch)  # fmt: skip
+            self._run_fetch(branch, None, filter)
+        if filter is not None:
+            self._partial = True
+        if not self._has_commit(sha):
+            raise GitError(
+                f"git fetch {self.display_url}: commit {sha[:12]} is not on branch {branch!r} "
+                "(rewritten history?)",
+                transient=False,
+            )
+
     # -- reading --
 
     def read_files(
