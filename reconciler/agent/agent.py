@@ -594,8 +594,8 @@ class Agent:
         settings: live_mod.NodeSettings | None
         if want is None:
             # the pool no longer gives core keys or a hash: the keys go (the image
-            # never carries them, so nothing else would remove them); a password set
-            # before stays (no hash says what to set instead)
+            # never carries them, so nothing else would remove them) and a password
+            # this agent set is locked (live.py, as MCO's SetPasswordHash)
             settings = live_mod.NodeSettings()
         else:
             settings = self.live.settings(self.source, self.config.pool, snap)
@@ -608,11 +608,14 @@ class Agent:
                 False,
             )
         try:
-            what = self.live.apply(settings)
+            what = self.live.apply(settings, lock_password=state.password_applied)
         except live_mod.LiveError as exc:
             return state, f"applying live settings failed: {exc}", False
         log.info("applied %s live (pin %s)", what, snap.revision[:12])
-        return state_with(state, live_applied=want), f"applied {what} live, without a reboot", True
+        state = state_with(
+            state, live_applied=want, password_applied=settings.password_hash is not None
+        )
+        return state, f"applied {what} live, without a reboot", True
 
     def _kernel_arguments(self, snap: Snapshot) -> tuple[str, ...] | None:
         if self.live is None or snap.pin is None:

@@ -9,6 +9,14 @@ Effects: core's `authorized_keys` written atomically under the host root, and th
 password hash set with `chpasswd -e` (the hash goes on stdin only: never in an argv, a
 log line, a reason or the state file). Design: `deploy/README.md`, "Changes
 without a reboot".
+
+A hash that leaves the config locks the password (`*`), as MCO's daemon does: its
+`SetPasswordHash` (`pkg/daemon/update.go`) sets every configured user's hash to the
+config's or, when the config has none, to `*`. Where MCD's `deconfigureUser` would
+clear the hash of a user who left the config entirely (`usermod -p ""`: no password at
+all, which PAM's `nullok` lets log in on a console), this agent locks it too. Only a
+password this agent set is locked (`AgentState.password_applied`): one the config
+never managed is left as the host has it.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ CORE = "core"
 # the keys: `reconciler/core/image/layout.py`), the whole file, at its first run on a host
 # and at every change of the pin's liveConfigDigest.
 CORE_KEYS = "var/home/core/.ssh/authorized_keys"
+# What MCD's SetPasswordHash sets when the config gives core no hash: matches no
+# password, so password logins are off (crypt(3), shadow(5)).
+LOCKED = "*"
 
 
 class LiveError(ReconcilerError):
@@ -82,14 +93,19 @@ class LiveApplier:
             return None
         return source.settings(pool, snap.revision, snap.pin)
 
-    def apply(self, settings: NodeSettings) -> str:
-        """Make the host match `settings`; returns what was applied, in words."""
+    def apply(self, settings: NodeSettings, *, lock_password: bool = False) -> str:
+        """Make the host match `settings`; returns what was applied, in words.
+        `lock_password`: the config no longer gives a hash this agent had set, so the
+        password is locked (module docstring)."""
         done = []
         self._write_keys(settings.ssh_keys)
         done.append(f"core's SSH keys ({len(settings.ssh_keys)})")
         if settings.password_hash is not None:
             self._set_password(settings.password_hash)
             done.append("core's password hash")
+        elif lock_password:
+            self._set_password(LOCKED)
+            done.append("a locked password for core (the config sets no hash)")
         return " and ".join(done)
 
     def _write_keys(self, keys: Sequence[str]) -> None:

@@ -111,6 +111,9 @@ class AgentState:
     """What was running when a reboot was requested: any change means it happened."""
     live_applied: str | None = None
     """The pin's `liveConfigDigest` last applied live on this host."""
+    password_applied: bool = False
+    """This agent set core's password hash from the config (never the hash itself):
+    when the config stops giving one, the agent locks the password."""
     kernel_arguments: tuple[str, ...] | None = None
     """The pool's kernel arguments at the pin last done here (None: unknown), to tell
     whether an update changes them (a soft reboot would not apply them)."""

@@ -41,11 +41,10 @@ def soft_reboots(host: FakeHost) -> int | None:
 
 
 def make_agent(host: FakeHost, source: MemoryPinSource, tmp_path: Path, **config: object) -> Agent:
+    config.setdefault("live", LiveApplier(root=tmp_path / "hostroot", owner=None))
     return test_agent.make_agent(
-        host, source, tmp_path, **config,
-        soft_reboots=lambda: soft_reboots(host),
-        live=LiveApplier(root=tmp_path / "hostroot", owner=None),
-    )  # fmt: skip
+        host, source, tmp_path, **config, soft_reboots=lambda: soft_reboots(host)
+    )
 
 
 @pytest.fixture
@@ -439,6 +438,85 @@ def test_a_password_hash_is_applied_live_and_never_written_down(host, tmp_path, 
     for text in (state_file, pin, caplog.text, repr(settings), json.dumps(state.reason)):
         assert HASH not in text
         assert "$6$" not in text
+
+
+def host_root_with_shadow(tmp_path: Path, core_hash: str) -> tuple[Path, LiveApplier]:
+    """A host root with passwd/shadow/group and core in them, and an applier that sets
+    passwords there with the real `chpasswd -e -R` (shadow-utils), as on a host."""
+    root = tmp_path / "hostroot"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
+                                     "core:x:1000:1000::/var/home/core:/bin/sh\n")  # fmt: skip
+    (root / "etc/group").write_text("root:x:0:\ncore:x:1000:\n")
+    (root / "etc/shadow").write_text(f"root:*:19000::::::\ncore:{core_hash}:19000::::::\n")
+    (root / "etc/shadow").chmod(0o600)
+    return root, LiveApplier(root=root, owner=None, chpasswd=("chpasswd", "-e", "-R", str(root)))
+
+
+def shadow_hash(root: Path) -> str:
+    line = next(
+        ln for ln in (root / "etc/shadow").read_text().splitlines() if ln.startswith("core:")
+    )
+    return line.split(":")[1]
+
+
+def publish(source: MemoryPinSource, settings: NodeSettings) -> None:
+    source.publish(
+        "worker",
+        pin_text("worker", f"{REPO}@{A}", live=settings.live_digest()),
+        PoolPolicy("worker", push_spec=REPO),
+        settings,
+    )
+
+
+def test_a_password_hash_that_leaves_the_config_is_locked_as_mcd_does(host, tmp_path) -> None:
+    # MCO's SetPasswordHash (pkg/daemon/update.go): the config's hash, or `*` without one.
+    root, applier = host_root_with_shadow(tmp_path, "!*")
+    source = MemoryPinSource()
+    publish(source, NodeSettings(KARGS, (KEY_1,), HASH))
+    agent = make_agent(host, source, tmp_path, live=applier)
+    assert agent.step().phase == Phase.DONE
+    assert shadow_hash(root) == HASH
+
+    publish(source, NodeSettings(KARGS, (KEY_1,)))  # the hash is taken out of the config
+    state = agent.step()
+    assert state.phase == Phase.DONE, state.reason
+    assert state.reason == (
+        f"booted {A}; applied core's SSH keys (1) and a locked password for core "
+        "(the config sets no hash) live, without a reboot"
+    )
+    assert shadow_hash(root) == "*"  # the old password no longer logs in
+
+    publish(source, NodeSettings(KARGS, (KEY_1, KEY_2)))  # later key changes leave it be
+    state = agent.step()
+    assert state.reason == f"booted {A}; applied core's SSH keys (2) live, without a reboot"
+    assert shadow_hash(root) == "*"
+    assert calls(host, "switch") == []
+
+
+def test_core_leaving_the_config_locks_the_password_the_agent_set(host, tmp_path) -> None:
+    # No keys, no hash: the pin has no liveConfigDigest. MCD would clear the hash
+    # (`usermod -p ""`: no password needed); this agent locks it instead.
+    root, applier = host_root_with_shadow(tmp_path, "!*")
+    source = MemoryPinSource()
+    publish(source, NodeSettings(KARGS, (KEY_1,), HASH))
+    agent = make_agent(host, source, tmp_path, live=applier)
+    assert agent.step().phase == Phase.DONE
+    source.publish("worker", pin_text("worker", f"{REPO}@{A}"), settings=NodeSettings(KARGS))
+    state = agent.step()
+    assert state.phase == Phase.DONE, state.reason
+    assert "a locked password for core" in state.reason
+    assert shadow_hash(root) == "*"
+    assert (root / CORE_KEYS).read_text() == ""
+
+
+def test_a_password_the_config_never_set_is_left_as_the_host_has_it(host, tmp_path) -> None:
+    root, applier = host_root_with_shadow(tmp_path, "$6$byhand$" + "y" * 86)
+    source = MemoryPinSource()
+    publish(source, NodeSettings(KARGS, (KEY_1,)))
+    state = make_agent(host, source, tmp_path, live=applier).step()
+    assert state.reason == f"booted {A}; applied core's SSH keys (1) live, without a reboot"
+    assert shadow_hash(root) == "$6$byhand$" + "y" * 86
 
 
 def test_live_settings_that_do_not_match_the_pin_are_not_applied(host, tmp_path) -> None:
