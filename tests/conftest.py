@@ -3,8 +3,10 @@
 Real: the CNCF distribution registry (Debian `docker-registry`, started per session on
 free 127.0.0.1 ports, without auth, with htpasswd Basic auth, with Bearer tokens, with
 TLS), Git (file://, `git daemon`, smart HTTP with Basic auth, sshd with a deploy key),
-buildah with chroot isolation, skopeo and umoci to read back what we pushed, ostree for
-deployments into a scratch sysroot.
+buildah with chroot isolation, skopeo and umoci to read back what we pushed (and bootc's
+lints that can run here, `tests/fixtures/bootc_lint.py`, on every image a builder made),
+ostree for deployments into a scratch sysroot, shadow-utils' `chpasswd -R` on a scratch
+host root for core's password.
 
 Stand-ins, at our own boundary only (there is no API server or bootc binary here):
 - Kubernetes: `tests/fixtures/kubeapi.py`, an in-process HTTP server that speaks the
