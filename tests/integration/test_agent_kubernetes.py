@@ -239,6 +239,9 @@ class Fleet:
         assert not errors, errors
         stuck = {n: a.store.load() for n, a in self.agents.items() if not settled(n, a)}
         assert not stuck, {n: (s.phase, s.reason) for n, s in stuck.items()}
+        # not one request refused, even those an agent tolerates failing (events)
+        denied = [a for a in self.kubeapi.authorizations if not a.allowed]
+        assert denied == [], f"deploy/agent/rbac.yaml does not grant: {denied}"
 
     def annotations(self, name: str) -> dict[str, str]:
         meta = self.kubeapi.get("nodes", name)["metadata"]

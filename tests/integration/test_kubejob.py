@@ -100,11 +100,15 @@ def make_repo(
     push_secret: str | None = "fleet-push-secret",  # noqa: S107 (a Secret's name)
     push_spec: str | None = None,
     extensions: dict[str, list[str]] | None = None,
+    builder: str | None = "Job",
 ) -> Path:
+    """The examples; infra's MachineOSConfig says `imageBuilderType: builder` (None:
+    as the example, which names none)."""
     repo = example_repo(dest, registry.host, base_ref, prefix=dest.parent.name)
     path = repo / "machineosconfigs/infra.yaml"
     doc = yaml.safe_load(path.read_text())
-    doc["spec"]["imageBuilder"] = {"imageBuilderType": "Job"}
+    if builder is not None:
+        doc["spec"]["imageBuilder"] = {"imageBuilderType": builder}
     if push_secret is None:
         doc["spec"].pop("renderedImagePushSecret", None)
     else:
@@ -391,10 +395,16 @@ def test_reconciler_build_runs_the_pools_job(
     tmp_path: Path,
     rbac: Path,
 ) -> None:
-    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref, push_secret=None)
+    # The example as it is (its infra pool names no builder), with the builder the
+    # shipped Deployment chooses: in the cluster, Containerfile pools go to Jobs.
+    repo = make_repo(tmp_path / "repo", registry, dnf_base.ref, push_secret=None, builder=None)
+    [deployment] = [d for d in deploy_docs() if d["kind"] == "Deployment"]
+    shipped = [a for a in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+               if a.startswith("--containerfile-builder")]  # fmt: skip
+    assert shipped == ["--containerfile-builder=job"]
     args = ["build", "--repo", str(repo), "--pool", "infra", "--insecure-registry", registry.host,
             "--work-dir", str(tmp_path / "work"), "--kubeconfig", str(rbac),
-            "--build-namespace", NS]  # fmt: skip
+            "--build-namespace", NS, *shipped]  # fmt: skip
 
     result = CliRunner().invoke(cli, args)
 
