@@ -57,7 +57,11 @@ bah() { buildah "${storage[@]}" "$@"; }
 # RUN steps without DNS, so they are removed after the build: one more layer of
 # whiteouts, committed with the same --timestamp (the same inputs still give the same
 # digest), and only when there is something to remove. STRIP_IF_EMPTY names the
-# candidates: the builder leaves out the ones the pool's own config writes.
+# candidates: the builder leaves out the ones the pool's own config writes. Cost: on
+# vfs the working container is one more full copy of the image (bud's own one is
+# gone by then, so the disk peak stays that of bud). Reusing bud's own container
+# (`--rm=false`) does not work here: without --layers (a layer per step) this buildah
+# refuses it, or with --no-cache removes the container anyway.
 strip_injected() {
   local ctr mnt f removed=()
   [ -n "${STRIP_IF_EMPTY:-}" ] || return 0
