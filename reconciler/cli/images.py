@@ -9,7 +9,7 @@ import click
 
 from reconciler.adapters import builders
 from reconciler.adapters.git import local as localgit
-from reconciler.adapters.registry import RegistryClient
+from reconciler.adapters.registry import RegistryClient, signatures
 from reconciler.cli import output as cli_output
 from reconciler.cli import repository
 from reconciler.cli import review as review_commands
@@ -18,6 +18,7 @@ from reconciler.cli.options import (
     RegistryOptions,
     builder_options,
     containerfile_builder_option,
+    image_signing_option,
     output_option,
     registry_options,
     repo_option,
@@ -133,6 +134,7 @@ def _plan_text(outcome: planning.PoolOutcome) -> str:
 )
 @registry_options
 @builder_options
+@image_signing_option
 @output_option()
 def build(
     repo_dir: Path,
@@ -141,6 +143,7 @@ def build(
     containerfile_builder: ContainerfileBuilder,
     work_dir: Path | None,
     registry: RegistryOptions,
+    image_signer: signatures.KeySigner | None,
     builder_opts: dict[str, Any],
     output: str,
 ) -> None:
@@ -160,7 +163,7 @@ def build(
         available = builders.available(client, work_dir=work_dir, **builder_opts)
         for pool in names:
             try:
-                result = _build_one(client, pool, outcomes[pool], available)
+                result = _build_one(client, pool, outcomes[pool], available, image_signer)
             except ReconcilerError as exc:
                 if len(names) == 1 and output != "json":
                     raise
@@ -190,6 +193,7 @@ def _build_one(
     pool: str,
     outcome: planning.PoolOutcome,
     available: dict[str, Any],
+    signer: signatures.KeySigner | None,
 ) -> building.BuildResult:
     if isinstance(outcome, planning.PoolFailure):
         raise outcome.error
@@ -198,4 +202,4 @@ def _build_one(
             f"pool {pool!r} has no MachineOSConfig, so no image is built for it",
             fix=f"add machineosconfigs/{pool}.yaml",
         )
-    return building.ensure_image(registry, outcome, available)
+    return building.ensure_image(registry, outcome, available, signer)

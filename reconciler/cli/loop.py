@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from reconciler.adapters import builders, git
+from reconciler.adapters.registry import signatures
 from reconciler.cli.options import (
     ContainerfileBuilder,
     GitSource,
@@ -19,6 +20,7 @@ from reconciler.cli.options import (
     builder_options,
     containerfile_builder_option,
     git_options,
+    image_signing_option,
     output_option,
     parse_author,
     registry_options,
@@ -62,6 +64,13 @@ from reconciler.review import output as review_output
     type=click.Path(exists=True, dir_okay=False),
     help="The webhook secret (HMAC key, or GitLab's token). Required with --webhook-listen.",
 )
+@click.option(
+    "--commit-signing-key",
+    metavar="FILE",
+    help="Sign every pin commit with this OpenSSH private key (unencrypted, mode 0600), in "
+    "Git's SSH signature format: `git verify-commit` with gpg.format=ssh accepts it.",
+)
+@image_signing_option
 @containerfile_builder_option
 @registry_options
 @builder_options
@@ -74,6 +83,8 @@ def run(
     author: str,
     webhook_listen: str | None,
     webhook_secret_file: str | None,
+    commit_signing_key: str | None,
+    image_signer: signatures.KeySigner | None,
     containerfile_builder: ContainerfileBuilder,
     registry: RegistryOptions,
     builder_opts: dict[str, Any],
@@ -90,14 +101,16 @@ def run(
         author=parse_author(author),
         default_builder=containerfile_builder,
         base_poll_s=base_poll,
+        image_signer=image_signer,
     )
+    signing_key = git.SshSigningKey.load(commit_signing_key) if commit_signing_key else None
     if webhook_listen and not webhook_secret_file:
         raise click.UsageError("--webhook-listen needs --webhook-secret-file")
     if output == "json" and not once:
         raise click.UsageError("--output json needs --once (a report per pass)")
     require_kubernetes_for(containerfile_builder)
     with controller.WorkDirLock(work), registry.client() as client:
-        mirror = git.Mirror(source.url, work / "mirror", source.auth)
+        mirror = git.Mirror(source.url, work / "mirror", source.auth, signing_key=signing_key)
         available = builders.available(client, work_dir=work, **builder_opts)
         reconciler = controller.Reconciler(mirror, client, work, settings, available)
         if once:

@@ -21,7 +21,7 @@ import click
 from reconciler import extras
 from reconciler.adapters import git
 from reconciler.adapters.git import GitAuth
-from reconciler.adapters.registry import RegistryClient
+from reconciler.adapters.registry import RegistryClient, signatures
 from reconciler.adapters.registry.credentials import Credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,6 +66,24 @@ def containerfile_builder_option(f: F) -> F:
         show_default=True,
         help="Builder for pools with RUN steps whose MachineOSConfig and ReconcilerConfig "
         "name none.",
+    )(f)
+
+
+def image_signing_option(f: F) -> F:
+    """`--image-signing-key FILE` → `image_signer: KeySigner | None` (loaded at start-up,
+    so a bad key fails the command before anything is built)."""
+
+    def load(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        return signatures.KeySigner.load(value) if value else None
+
+    return click.option(
+        "--image-signing-key",
+        "image_signer",
+        metavar="FILE",
+        callback=load,
+        help="Sign every image pushed or reused, in cosign's format (a `sha256-<hex>.sig` "
+        "manifest that containers-policy `sigstoreSigned` reads), with this ECDSA P-256 "
+        "private key (PEM, unencrypted).",
     )(f)
 
 

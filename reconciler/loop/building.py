@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from reconciler.adapters.builders.native import push_native
-from reconciler.adapters.registry import RegistryClient
-from reconciler.core import reference
+from reconciler.adapters.registry import RegistryClient, signatures
+from reconciler.core import cosign, reference
 from reconciler.core.poolplan import PoolPlan
 from reconciler.core.reference import ImageRef
 from reconciler.errors import BuildError
@@ -52,8 +52,21 @@ def ensure_image(
     registry: RegistryClient,
     plan: PoolPlan,
     builders: Mapping[str, ContainerfileBuilder],
+    signer: cosign.Signer | None = None,
 ) -> BuildResult:
-    """The plan's image, from the registry if it exists, else built and pushed."""
+    """The plan's image, from the registry if it exists, else built and pushed; with a
+    `signer`, signed in cosign's format whether built or reused (docs/design/signing.md)."""
+    result = _ensure_image(registry, plan, builders)
+    if signer is not None:
+        signatures.sign_image(registry, result.image, result.digest, signer)
+    return result
+
+
+def _ensure_image(
+    registry: RegistryClient,
+    plan: PoolPlan,
+    builders: Mapping[str, ContainerfileBuilder],
+) -> BuildResult:
     existing = find_existing(registry, plan)
     if existing is not None:
         if plan.predicted_digest and existing != plan.predicted_digest:

@@ -22,7 +22,7 @@ from typing import Literal
 from reconciler import failpoints
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import history, load, model, pins, poolplan
+from reconciler.core import cosign, history, load, model, pins, poolplan
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
 from reconciler.loop import building, holds, planning
 from reconciler.loop.status import PoolStatus, StatusStore
@@ -41,6 +41,8 @@ class RunSettings:
     default_builder: Literal["buildah", "job"] = "buildah"
     base_poll_s: float = 300.0
     """Re-resolve base image tags at least this often even when Git does not move."""
+    image_signer: cosign.Signer | None = None
+    """Signs every image a pass pins, built or reused (`--image-signing-key`)."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,9 @@ class Reconciler:
                     log.info("pool %s: building image for inputs %s with %s", plan.pool,
                              plan.inputs_digest[:19], plan.builder)  # fmt: skip
                 self.store.save(self.status)
-            result = building.ensure_image(self.registry, plan, self.builders)
+            result = building.ensure_image(
+                self.registry, plan, self.builders, self.settings.image_signer
+            )
         except ReconcilerError as exc:
             transient = is_transient(exc)
             report.pools[plan.pool] = PoolReport(

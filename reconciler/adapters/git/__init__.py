@@ -22,11 +22,15 @@ docs/design/git.md.
 from reconciler.adapters.git.auth import GitAuth, redact, split_userinfo
 from reconciler.adapters.git.commits import CommitInfo
 from reconciler.adapters.git.mirror import Mirror, remote_head
+from reconciler.adapters.git.signing import CommitSignature, SshSigningKey, check_signature
 
 __all__ = [
     "CommitInfo",
+    "CommitSignature",
     "GitAuth",
     "Mirror",
+    "SshSigningKey",
+    "check_signature",
     "redact",
     "remote_head",
     "split_userinfo",

@@ -33,6 +33,7 @@ from reconciler.adapters.git.runner import (
     _MirrorCorrupt,
     _Runner,
 )
+from reconciler.adapters.git.signing import SshSigningKey
 from reconciler.core import load
 from reconciler.errors import GitError, PushRejected
 
@@ -117,6 +118,7 @@ class Mirror:
         auth: GitAuth | None = None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        signing_key: SshSigningKey | None = None,
     ) -> None:
         target, url_auth = split_userinfo(_normalise_remote(url))
         self.url = target
@@ -128,6 +130,8 @@ class Mirror:
         secrets = self._auth.secrets() if self._auth else []
         env = _git_env(target, self._auth)
         self._git = _Runner(env, self.display_url, secrets, timeout)
+        self.signing_key = signing_key
+        """Set: every commit this mirror makes is SSH-signed with it (see signing.py)."""
         self._ready = False
         self._partial = False
         # branch -> the remote head this mirror holds (saves a spawn per no-op fetch)
@@ -619,7 +623,9 @@ class Mirror:
         checked out: the tree is built in a temporary index that is removed afterwards.
         When the changes leave the tree as it was, no commit is made and `parent` is
         returned. Given `date` (author and committer date), the same inputs always give
-        the same commit id. The commit is not pushed (see `push`).
+        the same commit id (unsigned; an SSH signature is made afresh each time). With a
+        `signing_key` the commit carries git's own SSH signature. The commit is not
+        pushed (see `push`).
         """
         for path in changes:
             _check_path(path)
@@ -682,6 +688,10 @@ class Mirror:
             args = ["commit-tree", "--no-gpg-sign", tree, "-F", "-"]
             if parent is not None:
                 args[2:2] = ["-p", parent]
+            if self.signing_key is not None:
+                # git runs `ssh-keygen -Y sign -n git -f <key>` (signing.py says why)
+                args = [*self.signing_key.git_config(), *args]
+                args[args.index("--no-gpg-sign")] = "-S"
             out = self._git.run(
                 self._g(*args), "commit-tree", input=(text + "\n").encode(), env=env
             )
