@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def plan_between(
         base_sha, head_sha = local.resolve(base), local.resolve(head)
         planner = planning.Planner(registry, default_builder=containerfile_builder)
         result = revisions.review_revisions(local.view, base_sha, head_sha, planner, registry)
+        result = replace(result, source=revisions.review_source(local.view, base_sha, head_sha))
     if not result.pools:
         raise ConfigError.simple(
             f"no MachineConfigPool at {base} or at {head} in {repo_dir}",

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from reconciler.core import ignition
+from reconciler.core import cosign, ignition, provenance
 
 MCO_GROUP = "machineconfiguration.openshift.io"
 MCO_API_VERSION = f"{MCO_GROUP}/v1"
@@ -217,6 +217,48 @@ class MachineOSConfig(StrictModel):
 # --- ReconcilerConfig (ours) -----------------------------------------------------------
 
 
+def _check_signers(entries: list[str]) -> list[str]:
+    for entry in entries:
+        provenance.parse_allowed_signer(entry)
+    return entries
+
+
+class SourceVerification(StrictModel):
+    """Who may change the configuration, checked on every commit the reconciler and the
+    agents act on (repo-layout/README.md "Signed changes"; Flux's `spec.verify`)."""
+
+    allowed_signers: list[str] = Field(min_length=1)
+    """SSH allowed-signers entries (ssh-keygen(1) ALLOWED SIGNERS):
+    `principals [namespaces="git"] key-type base64 [comment]`, e.g.
+    `alice@example.com ssh-ed25519 AAAA...`. Every commit that changes a config file or
+    a pin must be SSH-signed by one of these keys."""
+    pin_signers: list[str] = Field(default_factory=list)
+    """The reconciler's `--commit-signing-key` public keys, as allowed-signers entries:
+    node agents apply a pin only from a commit signed by one of these (or, for a hand-made
+    hold, by an allowed signer)."""
+
+    @field_validator("allowed_signers", "pin_signers")
+    @classmethod
+    def _entries(cls, entries: list[str]) -> list[str]:
+        return _check_signers(entries)
+
+
+class ImageSigning(StrictModel):
+    """Images are signed (`--image-signing-key`) and nodes refuse unsigned ones."""
+
+    public_key: str
+    """The PEM ECDSA P-256 public key of `--image-signing-key`. Every pool's image
+    carries `/etc/containers/policy.json` requiring a cosign signature by this key for
+    the pool's repository (`sigstoreSigned`, `use-sigstore-attachments`), and the node
+    agent switches with `--enforce-container-sigpolicy`."""
+
+    @field_validator("public_key")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        cosign.load_public_key(value)
+        return value
+
+
 class ReconcilerConfigSpec(StrictModel):
     default_base_image: str | None = None
     """Base image for pools whose configs and MachineOSConfig name none."""
@@ -232,6 +274,10 @@ class ReconcilerConfigSpec(StrictModel):
     packages (MCO's build template does the same with the cluster's additional trust
     bundle). Setting it makes every pool a Containerfile build, and changing it
     changes every pool's inputs. Certificates only: a private key is refused."""
+    source_verification: SourceVerification | None = None
+    """Signed changes: who may change the configuration (see SourceVerification)."""
+    image_signing: ImageSigning | None = None
+    """Signed images: the key nodes require (see ImageSigning)."""
 
 
 class ReconcilerConfig(StrictModel):

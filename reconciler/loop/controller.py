@@ -24,7 +24,7 @@ from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import cosign, history, load, model, pins, poolplan
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
-from reconciler.loop import building, holds, planning
+from reconciler.loop import building, holds, planning, sources
 from reconciler.loop.status import PoolStatus, StatusStore
 
 log = logging.getLogger("reconciler.controller")  # the logger keeps its name across moves
@@ -152,6 +152,13 @@ class Reconciler:
         report.warnings = [str(w) for w in repo.warnings]
         failpoints.hit("after-load")
         current = holds.read_pins(self.mirror, head)
+        refused = sources.refusal(self.mirror, head, repo)  # 2b. signed changes only
+        if refused is not None:
+            for pool in sorted(repo.pools):
+                pin = current.get(pool)
+                pinned_now = pin if isinstance(pin, pins.Pin) else None
+                report.pools[pool] = PoolReport(pool, "stalled", refused, pinned_now)
+            return [], self._source_commit(head)
         # 3. plan: judge, render, resolve bases, identities (one lookup per base image);
         # pools with a pin are judged too, so a pool whose own file broke keeps its pin
         planner = planning.Planner(self.registry, default_builder=self.settings.default_builder)

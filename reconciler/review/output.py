@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from reconciler.core import diff, poolplan, reference
+from reconciler.core import diff, poolplan, provenance, reference
 from reconciler.errors import ConfigProblem
 from reconciler.loop import planning
 from reconciler.review.history import HistoryEntry
@@ -134,6 +134,8 @@ def review_verdict(review: Review) -> Verdict:
             f"images of {', '.join(review.not_planned)} not planned ({_first(why)}); re-run "
             "the plan with registry access"
         )
+    if review.source is not None and not review.source.accepted:
+        reasons.append(f"the reconciler would not reconcile the head: {review.source.message()}")
     others = [e for e in review.errors if e.split(":", 1)[0] not in review.not_planned]
     if others:
         reasons.append(f"{_count(len(others), 'error')} while planning")
@@ -349,8 +351,33 @@ def review_json(review: Review) -> dict[str, Any]:
         "problems": [_problem_json(p) for p in review.problems],
         "warnings": [_problem_json(p) for p in review.warnings],
         "errors": list(review.errors),
+        "source": source_json(review.source),
         "note": AGENT_NOTE,
     }
+
+
+def source_json(v: provenance.SourceVerdict | None) -> dict[str, Any] | None:
+    """A source verdict for -o json (None: no sourceVerification policy)."""
+    if v is None:
+        return None
+    return {
+        "accepted": v.accepted,
+        "reason": v.reason,
+        "refusedCommit": v.commit,
+        "anchor": v.anchor,
+        "commits": [{"sha": c.sha, "accepted": c.accepted, "signer": c.signer,
+                     "reason": c.reason} for c in v.checks],
+    }  # fmt: skip
+
+
+def source_line(v: provenance.SourceVerdict | None) -> str | None:
+    if v is None:
+        return None
+    if v.accepted:
+        signers = sorted({c.signer for c in v.checks if c.signer})
+        by = f"; signed by {', '.join(signers)}" if signers else ""
+        return f"source verification: accepted ({v.reason}{by})"
+    return f"source verification: REFUSED: {v.message()}"
 
 
 def _problem_json(p: ConfigProblem) -> dict[str, Any]:
@@ -374,6 +401,8 @@ def review_text(review: Review, color: bool | None = None) -> str:
         f"plan {review.base.sha[:10]}..{review.head.sha[:10]} "
         f"({len(review.changed)} of {len(review.pools)} pools change)",
     ]
+    if (line := source_line(review.source)) is not None:
+        lines.append(line)
     causes, consequences = _split_problems(review.problems)
     if causes:
         lines.append(paint("problems at the head:", "red", c))
@@ -478,6 +507,8 @@ def _markdown(review: Review, cap: int | None, forge: Forge | None) -> str:
         out = [f"**⛔ Do not merge:** {_md('; '.join(v.reasons))}. Otherwise: {parts}.", ""]
     base, head = review.base.sha[:10], review.head.sha[:10]
     out += [f"Reconciler plan `{base}` → `{head}` ({_md(_first(review.head.subject))})", ""]
+    if (line := source_line(review.source)) is not None:
+        out += [_md(line), ""]
     out += [
         "| Pool | Nodes | Change | Brought by | Build | Image after merge |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from reconciler.adapters.git import CommitInfo, Mirror
+from reconciler.adapters.git import verify as gitverify
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import diff, load, merge, model, pins, poolplan, verdict
+from reconciler.core import diff, load, merge, model, pins, poolplan, provenance, verdict
 from reconciler.core.image import layout
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 from reconciler.loop import building, holds, planning
@@ -172,6 +173,8 @@ class Review:
     """Failures outside the repository (a registry that cannot be reached)."""
     warnings: tuple[ConfigProblem, ...] = ()
     """What the head's loader accepts but says (unused keys, install-time-only LUKS)."""
+    source: provenance.SourceVerdict | None = None
+    """Whether the reconciler would accept the head's commits (None: no policy)."""
 
     @property
     def blocked(self) -> list[str]:
@@ -191,6 +194,8 @@ class Review:
 
     @property
     def failed(self) -> bool:
+        if self.source is not None and not self.source.accepted:
+            return True
         return bool(self.problems or self.errors) or any(
             r.status == "error" for r in self.pools.values()
         )
@@ -205,6 +210,17 @@ class Review:
         if self.failed:
             return 1
         return 2 if detailed and self.changed else 0
+
+
+def review_source(reader: Mirror, base_sha: str, head_sha: str) -> provenance.SourceVerdict | None:
+    """Whether the reconciler would accept `head_sha` on top of `base_sha` (None: no
+    sourceVerification policy at either); the reconciler's keys are `pinSigners` at
+    the base."""
+    facts = gitverify.SourceFacts(reader)
+    at_base = facts.policy_at(base_sha)
+    if isinstance(at_base, provenance.Policy):
+        facts.own_keys = frozenset(s.key for s in at_base.pin_signers)
+    return gitverify.verify_change(facts, base_sha, head_sha)
 
 
 def review_revisions(

@@ -14,10 +14,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-from tests.e2e.test_loop import Fleet, change_chrony, make_fleet
+from reconciler.adapters import git
+from reconciler.loop import controller
+from tests.e2e.test_loop import CHRONY, Fleet, change_chrony, make_fleet
 from tests.fixtures.gitservers import GitServers, make_ssh_key, run_git
 from tests.fixtures.registry import BaseImage, RunningRegistry
 
@@ -119,7 +123,8 @@ def test_a_commit_signing_key_that_others_can_read_is_refused_by_path(
     assert proc.returncode != 0
     assert f"--commit-signing-key {key}: permissions 0644" in proc.stderr
     assert "chmod 600" in proc.stderr
-    assert "PRIVATE KEY" not in proc.stderr and key.read_text().split()[1] not in proc.stderr
+    assert "PRIVATE KEY" not in proc.stderr
+    assert key.read_text().split()[1] not in proc.stderr
     assert fleet.log()[0].startswith("pin") is False  # nothing was pinned
 
 
@@ -168,3 +173,159 @@ def test_images_are_signed_in_cosign_format_and_openssl_verifies_them(
     # the key itself is nowhere in what the run printed
     secret = "".join(key.read_text().splitlines()[1:-1])
     assert secret[:40] not in proc.stderr + proc.stdout
+
+
+# --- source verification in the loop -------------------------------------------------------
+
+
+def entry(principal: str, key: Path) -> str:
+    kind, b64 = key.with_suffix(".pub").read_text().split()[:2]
+    return f"{principal} {kind} {b64}"
+
+
+def with_policy(fleet: Fleet, admin: Path, bot: Path | None = None) -> str:
+    """reconciler.yaml with a sourceVerification naming `admin` (and the bot's key)."""
+    doc = yaml.safe_load(fleet.file("reconciler.yaml"))
+    doc["spec"]["sourceVerification"] = {
+        "allowedSigners": [entry("admin@example.test", admin)],
+        **({"pinSigners": [entry("reconciler@gitops.bootc.dev", bot)]} if bot else {}),
+    }
+    return yaml.safe_dump(doc)
+
+
+def signed_reconciler(fleet: Fleet, name: str, bot: Path) -> controller.Reconciler:
+    work = fleet.root / name
+    mirror = git.Mirror(fleet.server.url, work / "mirror", fleet.server.auth,
+                        signing_key=git.SshSigningKey.load(bot))  # fmt: skip
+    return controller.Reconciler(mirror, fleet.registry.client(), work, controller.RunSettings())
+
+
+def test_an_unsigned_admin_commit_stalls_the_pass_and_pools_keep_their_pins(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    admin = make_ssh_key(tmp_path / "admin")
+    bot = make_ssh_key(tmp_path / "bot")
+    fleet.server.commit_files({"reconciler.yaml": with_policy(fleet, admin, bot)},
+                              "require signed changes", sign_with=admin)  # fmt: skip
+    r = signed_reconciler(fleet, "r1", bot)
+    first = r.reconcile_once()  # first use: the head is the admin's signed commit
+    assert first.changed == ["master", "worker"], first.pools
+    pinned = fleet.pin("worker").spec.image
+    # a change nobody signed
+    unsigned = change_chrony(fleet, "ntp7.example.internal")
+    report = r.reconcile_once()
+    assert report.commit is None
+    assert report.pools["worker"].state == "stalled"
+    assert f"refused commit {unsigned}: it is not signed" in report.pools["worker"].message
+    assert report.pools["worker"].pin is not None
+    assert fleet.pin("worker").spec.image == pinned  # the pin did not move
+    status = json.loads((fleet.root / "r1" / "status.json").read_text())
+    stalled = status["pools"]["worker"]["conditions"]["Stalled"]
+    assert stalled["status"] is True
+    assert unsigned in stalled["message"]
+    # a signed commit on top does not launder it: the unsigned one is still on the line
+    fleet.server.commit_files({"README.md": "x\n"}, "docs", sign_with=admin)
+    change = fleet.server.commit_files({"machineconfigs/50-chrony.yaml": fleet.file(CHRONY)},
+                                       "no-op", sign_with=admin)  # fmt: skip
+    assert change
+    assert r.reconcile_once().pools["worker"].state == "stalled"
+
+
+def test_signed_changes_and_a_signed_merge_are_reconciled_others_refused(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    admin = make_ssh_key(tmp_path / "admin")
+    bot = make_ssh_key(tmp_path / "bot")
+    stranger = make_ssh_key(tmp_path / "stranger")
+    fleet.server.commit_files({"reconciler.yaml": with_policy(fleet, admin, bot)},
+                              "require signed changes", sign_with=admin)  # fmt: skip
+    r = signed_reconciler(fleet, "r1", bot)
+    assert r.reconcile_once().changed == ["master", "worker"]
+    # signed by an allowed admin: reconciled
+    new_chrony = fleet.file(CHRONY) + "\n"
+    fleet.server.commit_files({CHRONY: new_chrony}, "chrony: whitespace", sign_with=admin)
+    report = r.reconcile_once()
+    assert all(p.state in ("pinned", "unchanged", "unmanaged") for p in report.pools.values())
+    # signed, but by a key the policy does not list
+    bad = fleet.server.commit_files({CHRONY: new_chrony + "\n"}, "by a stranger",
+                                    sign_with=stranger)  # fmt: skip
+    report = r.reconcile_once()
+    message = report.pools["worker"].message
+    assert f"refused commit {bad}: it is signed by SHA256:" in message
+    assert "allowedSigners does not list" in message
+    # the stranger cannot add himself: that commit is judged by the policy before it
+    fleet.server.git("update-ref", "refs/heads/main", f"{bad}^")
+    doc = yaml.safe_load(fleet.file("reconciler.yaml"))
+    doc["spec"]["sourceVerification"]["allowedSigners"].append(entry("eve@x", stranger))
+    grab = fleet.server.commit_files({"reconciler.yaml": yaml.safe_dump(doc)}, "let me in",
+                                     sign_with=stranger)  # fmt: skip
+    assert f"refused commit {grab}" in r.reconcile_once().pools["worker"].message
+    # an unsigned branch merged by a signed merge commit is accepted (the merge vouches)
+    fleet.server.git("update-ref", "refs/heads/main", f"{grab}^")
+    base = fleet.server.head()
+    assert base is not None
+    w = tmp_path / "clone"
+    run_git("clone", "-q", str(fleet.server.path), w)
+    run_git("checkout", "-q", "-b", "topic", cwd=w)
+    (w / CHRONY).write_text(new_chrony + "\n\n")
+    run_git("-c", "user.name=c", "-c", "user.email=c@x", "commit", "-qam", "contrib", cwd=w)
+    run_git("checkout", "-q", "main", cwd=w)
+    run_git("-c", "user.name=a", "-c", "user.email=admin@example.test", "-c", "gpg.format=ssh",
+            "-c", f"user.signingKey={admin}", "merge", "-q", "-S", "--no-ff", "-m", "merge topic",
+            "topic", cwd=w)  # fmt: skip
+    run_git("push", "-q", "origin", "main", cwd=w)
+    report = r.reconcile_once()
+    assert report.pools["worker"].state != "stalled", report.pools["worker"].message
+
+
+def test_policy_without_a_commit_signing_key_stalls_with_the_fix(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    admin = make_ssh_key(tmp_path / "admin")
+    fleet.server.commit_files({"reconciler.yaml": with_policy(fleet, admin)},
+                              "require signed changes", sign_with=admin)  # fmt: skip
+    report = fleet.reconciler().reconcile_once()
+    assert report.pools["worker"].state == "stalled"
+    assert "--commit-signing-key" in report.pools["worker"].message
+
+
+def test_plan_base_says_whether_the_head_would_be_accepted(fleet: Fleet, tmp_path: Path) -> None:
+    admin = make_ssh_key(tmp_path / "admin")
+    fleet.server.commit_files({"reconciler.yaml": with_policy(fleet, admin)},
+                              "require signed changes", sign_with=admin)  # fmt: skip
+    w = tmp_path / "pr"
+    run_git("clone", "-q", str(fleet.server.path), w)
+    run_git("checkout", "-q", "-b", "topic", cwd=w)
+    (w / CHRONY).write_text(fleet.file(CHRONY) + "\n")
+    run_git("-c", "user.name=c", "-c", "user.email=c@x", "-c", "commit.gpgSign=false",
+            "commit", "-qam", "unsigned change", cwd=w)  # fmt: skip
+    unsigned = run_git("rev-parse", "HEAD", cwd=w).strip()
+
+    def plan() -> tuple[int, dict[str, Any], str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "reconciler", "plan", "--repo", str(w), "--base", "main",
+             "--head", "topic", "-o", "json", "--insecure-registry", fleet.registry.host],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        text = subprocess.run(
+            [sys.executable, "-m", "reconciler", "plan", "--repo", str(w), "--base", "main",
+             "--head", "topic", "--insecure-registry", fleet.registry.host],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        return proc.returncode, json.loads(proc.stdout), text
+
+    code, doc, text = plan()
+    assert code == 1
+    assert doc["source"]["accepted"] is False
+    assert doc["source"]["refusedCommit"] == unsigned
+    assert "do not merge" in text
+    assert f"refused commit {unsigned}: it is not signed" in text
+    # signed by the admin instead: accepted, and the signer is named
+    run_git("-c", "gpg.format=ssh", "-c", f"user.signingKey={admin}", "commit", "-q",
+            "--amend", "-S", "--no-edit", cwd=w)  # fmt: skip
+    code, doc, text = plan()
+    assert code == 0, doc
+    assert doc["source"]["accepted"] is True
+    assert [c["signer"] for c in doc["source"]["commits"]] == ["admin@example.test"]
+    assert "source verification: accepted" in text
+    assert "admin@example.test" in text

@@ -556,8 +556,10 @@ class Mirror:
         rev: str,
         paths: Sequence[str] = (),
         max_count: int | None = None,
+        first_parent: bool = False,
     ) -> list[CommitInfo]:
-        """Commits reachable from `rev` (newest first), touching `paths` if given.
+        """Commits reachable from `rev` (newest first), touching `paths` if given; with
+        `first_parent`, along first parents only (the branch's own line).
 
         `rev` may be a range (`a..b`). In a shallow mirror history stops at the
         shallow boundary (that commit shows no parents).
@@ -568,6 +570,8 @@ class Mirror:
         args = ["log", "-z", f"--format=tformat:{_LOG_FORMAT}"]
         if max_count is not None:
             args.append(f"--max-count={max_count}")
+        if first_parent:
+            args.append("--first-parent")
         args += [rev, "--", *paths]
 
         def attempt() -> list[CommitInfo]:
@@ -602,6 +606,33 @@ class Mirror:
                 self._g("diff-tree", "-r", "-z", "--name-only", "--no-renames", a, b), "diff-tree"
             ).stdout.decode("utf-8", "surrogateescape")
             return sorted(p for p in out.split("\x00") if p)
+
+        return self._healing(attempt)
+
+    def raw_commit(self, sha: str) -> bytes:
+        """The commit object as stored (`git cat-file commit`): headers, signature and
+        message, what signing.check_signature reads."""
+        _check_rev(sha)
+
+        def attempt() -> bytes:
+            self._ensure_repo()
+            return self._git.run(self._g("cat-file", "commit", sha), "cat-file").stdout
+
+        return self._healing(attempt)
+
+    def changed_paths(self, sha: str) -> list[str]:
+        """Paths commit `sha` changes compared with its first parent (every path of a
+        root commit)."""
+        _check_rev(sha)
+
+        def attempt() -> list[str]:
+            self._ensure_repo()
+            out = self._git.run(
+                self._g("diff-tree", "-r", "-z", "--name-only", "--no-renames", "--root",
+                        "--no-commit-id", "-m", "--first-parent", sha),
+                "diff-tree",
+            ).stdout.decode("utf-8", "surrogateescape")  # fmt: skip
+            return sorted({p for p in out.split("\x00") if p})
 
         return self._healing(attempt)
 
