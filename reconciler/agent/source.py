@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from reconciler.adapters import git
+from reconciler.adapters.git import verify as gitverify
 from reconciler.agent.live import NodeSettings, settings_from_spec
-from reconciler.core import load, merge, model, pins, select
+from reconciler.core import load, merge, model, pins, provenance, select
 from reconciler.errors import ReconcilerError
 
 log = logging.getLogger(__name__)
@@ -166,9 +167,13 @@ class GitPinSource:
         branch: str = "main",
         auth: git.GitAuth | None = None,
         timeout: float = 120.0,
+        signers: provenance.Policy | None = None,
     ) -> None:
         self.mirror = git.Mirror(url, cache_dir, auth, timeout=timeout)
         self.branch = branch
+        self.signers = signers
+        """Set: a pin is applied only from a commit one of these signed (see `_refusal`)."""
+        self._checked: dict[tuple[str, str], str | None] = {}
         self._rev = ""
         self._policies: dict[str, PoolPolicy] = {}
         self._pins: dict[str, bytes | None] = {}
@@ -176,7 +181,10 @@ class GitPinSource:
 
     def _refresh(self) -> str:
         """One `ls-remote`; a fetch, and parsing, only when the branch moved."""
-        head = self.mirror.fetch(self.branch, depth=1, filter="blob:none")
+        # Checking who signed a pin needs the commit that last changed it: the history
+        # of commits and trees then (still no blobs but those read).
+        depth = None if self.signers is not None else 1
+        head = self.mirror.fetch(self.branch, depth=depth, filter="blob:none")
         if head != self._rev:
             files = self.mirror.read_files(head, load.is_config_path)
             self._policies = policies_from_files(files)
@@ -189,7 +197,33 @@ class GitPinSource:
         if pool not in self._pins:
             self._pins[pool] = self.mirror.read_file(head, pins.pin_path(pool))
         policy = self._policies.get(pool, PoolPolicy(pool))
-        return snapshot_from_pin_file(head, pool, self._pins[pool], policy)
+        snapshot = snapshot_from_pin_file(head, pool, self._pins[pool], policy)
+        if snapshot.pin is not None and self.signers is not None:
+            refused = self._refusal(head, pool, self.signers)
+            if refused is not None:
+                return Snapshot(head, None, refused, policy=policy)
+        return snapshot
+
+    def _refusal(self, head: str, pool: str, signers: provenance.Policy) -> str | None:
+        """Why the pin at `head` may not be applied: the commit that last changed it must
+        carry a sound SSH signature by one of `signers` (provenance.judge_pin_commit)."""
+        key = (head, pool)
+        if key not in self._checked:
+            path = pins.pin_path(pool)
+            changed = self.mirror.log(head, paths=[path], max_count=1)
+            if not changed:
+                found: str | None = f"{path} at {head[:12]}: no commit changed it"
+            else:
+                last = changed[0]
+                facts = gitverify.SourceFacts(self.mirror).facts(last.sha, last)
+                check = provenance.judge_pin_commit(facts, signers)
+                found = None if check.accepted else (
+                    f"{path} at {head[:12]}: refusing the pin of commit {last.sha}: "
+                    f"{check.reason} (--allowed-signers lists the keys a pin must be "
+                    "signed with)"
+                )  # fmt: skip
+            self._checked = {key: found}
+        return self._checked[key]
 
     def pools(self) -> Mapping[str, PoolPolicy]:
         self._refresh()

@@ -29,6 +29,8 @@ from reconciler.agent.source import GitPinSource, PoolNotFound, pool_for_labels
 from reconciler.agent.state import AgentState, Phase, StateStore
 from reconciler.cli import output as cli_output
 from reconciler.cli.options import git_auth_options, output_option
+from reconciler.core import provenance
+from reconciler.core.image import sigpolicy
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
 log = logging.getLogger("reconciler.agent")
@@ -101,7 +103,20 @@ def _split(command: str, option: str) -> list[str]:
 @click.option(
     "--switch-timeout", default=3600.0, show_default=True, help="Seconds for bootc switch."
 )
-@click.option("--enforce-container-sigpolicy", is_flag=True, help="Pass it to every bootc switch.")
+@click.option(
+    "--enforce-container-sigpolicy",
+    is_flag=True,
+    help="Pass it to every bootc switch. On by itself when the host's "
+    "/etc/containers/policy.json requires signatures (an image built with imageSigning).",
+)
+@click.option(
+    "--allowed-signers",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SSH allowed-signers file: apply a pin only from a commit signed by one of these "
+    "keys. Default: /etc/bootc-reconciler/allowed-signers under --host-root when it exists "
+    "(an image built with sourceVerification carries it).",
+)
 @click.option(
     "--soft-reboot",
     type=click.Choice(["never", "auto"]),
@@ -156,6 +171,7 @@ def agent_command(  # click passes every option by keyword
     status_timeout: float,
     switch_timeout: float,
     enforce_container_sigpolicy: bool,
+    allowed_signers: Path | None,
     soft_reboot: str,
     host_root: Path,
     chpasswd: str,
@@ -167,7 +183,11 @@ def agent_command(  # click passes every option by keyword
     if output == "json" and not once:
         raise click.UsageError("--output json needs --once (one document per step)")
     node_name = node or socket.gethostname()
-    source = GitPinSource(repo_url, state_dir / "git", branch, git_auth)
+    signers = _allowed_signers(allowed_signers, host_root)
+    source = GitPinSource(repo_url, state_dir / "git", branch, git_auth, signers=signers)
+    enforce_container_sigpolicy = enforce_container_sigpolicy or _policy_requires_signatures(
+        host_root
+    )
 
     coordinator: Coordinator
     kube_coord = None
@@ -302,3 +322,40 @@ def _label(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="--node-label")
     return key, value
+
+
+def _allowed_signers(path: Path | None, host_root: Path) -> provenance.Policy | None:
+    """The keys pin commits must be signed with (None: pins are not checked)."""
+    default = host_root / sigpolicy.ALLOWED_SIGNERS_PATH.lstrip("/")
+    if path is None:
+        if not default.is_file():
+            return None
+        path = default
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError.simple(
+            f"--allowed-signers {path}: cannot read it ({exc.strerror})"
+        ) from None
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            entries.append(provenance.parse_allowed_signer(line))
+        except ValueError as exc:
+            raise ConfigError.simple(str(exc), file=str(path), line=number) from None
+    if not entries:
+        raise ConfigError.simple(
+            "no allowed signer in it", file=str(path), fix="list the reconciler's public key"
+        )
+    log.info("pins must be signed by one of %d keys in %s", len(entries), path)
+    return provenance.Policy(allowed=(), pin_signers=tuple(entries))
+
+
+def _policy_requires_signatures(host_root: Path) -> bool:
+    try:
+        data = (host_root / sigpolicy.POLICY_PATH.lstrip("/")).read_bytes()
+    except OSError:
+        return False
+    return sigpolicy.requires_signatures(data)

@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reconciler.core import canonical, model, pins, reference
-from reconciler.core.image import oci
+from reconciler.core.image import oci, sigpolicy
 from reconciler.core.merge import RenderedConfig
 
 LABEL_PREFIX = f"{model.OUR_GROUP}/"
@@ -117,7 +117,18 @@ def inputs_document(
         ),
         "extensionPackages": extension_packages(rendered.spec.get("extensions", []), settings),
         "caBundle": canonical.sha256_digest(ca_bundle) if ca_bundle else None,
+        # Only when set, so that pools without it keep the digests they had.
+        **_update_policy(rendered.pool, os_config, settings),
     }
+
+
+def _update_policy(
+    pool: str, os_config: model.MachineOSConfig | None, settings: model.ReconcilerConfigSpec
+) -> dict[str, Any]:
+    files = sigpolicy.policy_files(pool, os_config, settings)
+    if not files:
+        return {}
+    return {"updatePolicy": {p: canonical.sha256_digest(d) for p, d in sorted(files.items())}}
 
 
 def inputs_digest(

@@ -120,6 +120,19 @@ def test_sigpolicy_refusal_and_signature_in_the_spec(host: FakeHost) -> None:
     with pytest.raises(BootcError, match="insecureAcceptAnything"):
         Bootc([str(host.bootc)], enforce_sigpolicy=True).switch(f"{REPO}@{B}")
     host.inject()
+    # no fault injected: the host's own policy decides, as containers/image does
+    policy = host.root / "etc/containers/policy.json"
+    policy.parent.mkdir(parents=True, exist_ok=True)
+    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+    with pytest.raises(BootcError, match="insecureAcceptAnything"):
+        Bootc([str(host.bootc)], enforce_sigpolicy=True).switch(f"{REPO}@{B}")
+    policy.write_text('{"default": [{"type": "reject"}], "transports": {"docker": '
+                      f'{{"{REPO}": [{{"type": "reject"}}], "": [{{"type": '
+                      '"insecureAcceptAnything"}]}}}')  # fmt: skip
+    with pytest.raises(BootcError, match="rejected by policy"):
+        Bootc([str(host.bootc)], enforce_sigpolicy=True).switch(f"{REPO}@{B}")
+    policy.write_text('{"default": [{"type": "reject"}], "transports": {"docker": '
+                      '{"": [{"type": "insecureAcceptAnything"}]}}}')  # fmt: skip
     enforced = Bootc([str(host.bootc)], enforce_sigpolicy=True)
     enforced.switch(f"{REPO}@{B}")
     staged = enforced.status().status.staged

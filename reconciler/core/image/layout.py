@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from reconciler.core import contents, identity, model
-from reconciler.core.image import layer, systemd
+from reconciler.core.image import layer, sigpolicy, systemd
 from reconciler.core.image.kargs import KARGS_DIR, kargs_toml, split_kernel_arguments
 from reconciler.core.image.layer import Entry
 from reconciler.core.image.placement import place
@@ -388,6 +388,12 @@ def plan_image(
         Entry(f"{UNIT_DIR}/{UPDATES_TIMER}", "symlink", 0o777, target="/dev/null"),
         f"the {UPDATES_TIMER} mask",
     )
+
+    # Signed images: the node's own update policy (sigpolicy.py)
+    for path, data in sigpolicy.policy_files(rendered.pool, os_config, settings).items():
+        planner.add_entry(
+            Entry(path, "file", 0o644, data=data), "ReconcilerConfig spec.imageSigning"
+        )
 
     fips = bool(spec.get("fips"))
     kargs = [
