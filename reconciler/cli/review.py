@@ -63,13 +63,31 @@ def plan_between(
 @repo_option
 @click.option("--pool", help="Only this pool.")
 @click.option("--rev", default="HEAD", show_default=True, help="Read history up to this revision.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Per pin: the config commits since the previous pin and who signed them, who "
+    "signed the pin commit (judged against sourceVerification), and whether the image's "
+    "cosign signature verifies with imageSigning.publicKey (reads the registry).",
+)
+@registry_options
 @output_option()
-def history_command(repo_dir: Path, pool: str | None, rev: str, output: str) -> None:
+def history_command(
+    repo_dir: Path,
+    pool: str | None,
+    rev: str,
+    verify: bool,
+    registry: RegistryOptions,
+    output: str,
+) -> None:
     """Every pin of each pool, oldest first: time, image digest, inputs digest, the config
     commit it came from (author, subject), and whether it was a build, a reuse of an
     existing image, a revert to an earlier image, or a hold (a pin set by hand)."""
     with localgit.LocalRepository(repo_dir) as local:
         entries = history.pool_history(local.view, local.resolve(rev), pool)
+        if verify:
+            with registry.client() as client:
+                entries = history.verify_history(local.view, entries, client)
     if pool is not None and not entries:
         raise ConfigError.simple(
             f"no pin of pool {pool!r} in the history of {rev}",

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from reconciler.core import diff, poolplan, provenance, reference
 from reconciler.errors import ConfigProblem
 from reconciler.loop import planning
-from reconciler.review.history import HistoryEntry
+from reconciler.review.history import HistoryEntry, Verification
 from reconciler.review.revisions import AGENT_NOTE, PoolReview, Review
 from reconciler.review.rollback import RollbackResult
 
@@ -732,7 +732,28 @@ def history_text(entries: Sequence[HistoryEntry]) -> str:
                 lines.append(f"      from config {spec.source_commit[:10]} (not in this clone)")
         if e.problem:
             lines.append(f"      {e.problem}")
+        if e.verification is not None:
+            lines += _verification_lines(e.verification)
     return "\n".join(lines)
+
+
+def _verification_lines(v: Verification) -> list[str]:
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "REFUSED"
+
+    lines = []
+    for c in v.config_commits:
+        who = f"signed by {c.signer}" if c.signer else "not by an allowed signer"
+        why = f": {c.reason}" if c.reason and not c.accepted else ""
+        lines.append(f"      config {c.sha[:10]} {who} [{mark(c.accepted)}{why}]")
+    p = v.pin_commit
+    who = f"signed by {p.signer}" if p.signer else (f"key {v.pin_key}" if v.pin_key else "unsigned")
+    why = f": {p.reason}" if p.reason and not p.accepted else ""
+    lines.append(f"      pin commit {who} [{mark(p.accepted)}{why}]")
+    if not v.policy:
+        lines.append("      (no sourceVerification policy at the pin commit)")
+    lines.append(f"      image signature: {v.image} ({v.image_detail})")
+    return lines
 
 
 # --- rollback --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -186,3 +187,38 @@ def test_the_node_applies_signed_pins_and_refuses_unsigned_ones(
     assert "Source image rejected" in step.stdout + step.stderr
     assert "cryptographic signature verification failed" in step.stdout + step.stderr
     assert host.booted_digest == second.digest
+
+    # 4. the audit from Git (and the registry): every pin with its signers and whether
+    # its image signature verifies; the rogue-signed image is called out
+    audit = tmp_path / "audit"
+    subprocess.run(["git", "clone", "-q", str(fleet.server.path), str(audit)], check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "history", "--verify", "--repo", str(audit),
+         "--pool", "worker", "-o", "json", "--insecure-registry", fleet.registry.host],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    schema = json.loads((Path(__file__).parents[2] / "docs/json/HistoryList.schema.json")
+                        .read_text())  # fmt: skip
+    jsonschema.validate(doc, schema)
+    items = doc["items"]
+    assert [i["digest"] for i in items] == [first.digest, second.digest, third.digest]
+    for item in items:
+        v = item["verification"]
+        assert v["policy"] is True
+        assert v["pinCommit"]["accepted"] is True
+        assert v["pinCommit"]["signer"] == "reconciler@gitops.bootc.dev"
+    assert [i["verification"]["image"]["signature"] for i in items] == [
+        "verified", "verified", "invalid",
+    ]  # fmt: skip
+    assert [c["signer"] for c in items[1]["verification"]["configCommits"]] == [
+        "admin@example.test"
+    ]
+    text = subprocess.run(
+        [sys.executable, "-m", "reconciler", "history", "--verify", "--repo", str(audit),
+         "--pool", "worker", "--insecure-registry", fleet.registry.host],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "pin commit signed by reconciler@gitops.bootc.dev [ok]" in text
+    assert "image signature: invalid (the signature does not verify with the key)" in text
