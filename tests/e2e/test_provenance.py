@@ -10,6 +10,7 @@ answers to decide whether the signatures are sound.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import subprocess
 import sys
@@ -329,3 +330,69 @@ def test_plan_base_says_whether_the_head_would_be_accepted(fleet: Fleet, tmp_pat
     assert [c["signer"] for c in doc["source"]["commits"]] == ["admin@example.test"]
     assert "source verification: accepted" in text
     assert "admin@example.test" in text
+
+
+def key_fragments(*keys: Path) -> list[bytes]:
+    """Pieces of the private keys' encodings (every 24-character run of their base64
+    body, and of its decoding as hex), any of which would show a key leaked."""
+    out = []
+    for key in keys:
+        body = "".join(line for line in key.read_text().splitlines() if "-----" not in line)
+        out += [body[i : i + 24].encode() for i in range(0, len(body) - 24, 12)]
+        raw = base64.b64decode(body)
+        out += [raw[i : i + 16] for i in range(0, len(raw) - 16, 8)]
+        out += [raw[i : i + 16].hex().encode() for i in range(0, len(raw) - 16, 8)]
+    return out
+
+
+def test_no_private_key_material_in_logs_commits_pins_images_or_work_dir(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    (tmp_path / "keys").mkdir()
+    ssh_key = make_ssh_key(tmp_path / "keys" / "bot")
+    image_key = ec_key(tmp_path / "keys" / "cosign.key")
+    work = tmp_path / "work"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--debug", "run", "--once", "--repo",
+         fleet.server.url, "--work-dir", str(work), "--insecure-registry", fleet.registry.host,
+         "--commit-signing-key", str(ssh_key), "--image-signing-key", str(image_key)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # and a refusal: the key path is named, not its content
+    broken = tmp_path / "keys" / "broken.key"
+    broken.write_text(image_key.read_text().replace("EC PRIVATE", "RSA PRIVATE"))
+    broken.chmod(0o600)
+    bad = run_once(fleet, tmp_path / "work2", "--image-signing-key", str(broken))
+    assert bad.returncode != 0
+    assert f"--image-signing-key {broken}: not an unencrypted PEM private key" in bad.stderr
+    haystack: list[tuple[str, bytes]] = [
+        ("stdout", proc.stdout.encode()), ("stderr", proc.stderr.encode()),
+        ("refusal", bad.stdout.encode() + bad.stderr.encode()),
+    ]  # fmt: skip
+    # every object in the config repository: commits, trees, pins
+    objects = subprocess.run(
+        ["git", f"--git-dir={fleet.server.path}", "cat-file", "--batch-all-objects",
+         "--batch"], capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    haystack.append(("git objects", objects))
+    # every file the run left in its work directory (mirror, status, logs)
+    haystack += [(str(p), p.read_bytes()) for p in work.rglob("*") if p.is_file()]
+    # every blob of every pushed image and signature, layers uncompressed
+    for pool in ("master", "worker"):
+        image = fleet.pin(pool).spec.image
+        tag = image.partition("@")[2].replace(":", "-") + ".sig"
+        for ref in (image, f"{image.partition('@')[0]}:{tag}"):
+            layout = tmp_path / "oci" / ref.rsplit("/", 1)[1].replace(":", "_")
+            layout.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["skopeo", "copy", "-q", "--src-tls-verify=false",
+                            f"docker://{ref}", f"oci:{layout}:x"], check=True)  # fmt: skip
+            for blob in (layout / "blobs" / "sha256").iterdir():
+                data = blob.read_bytes()
+                if data[:2] == b"\x1f\x8b":
+                    data = gzip.decompress(data)
+                haystack.append((f"{ref} {blob.name[:12]}", data))
+    fragments = key_fragments(ssh_key, image_key)
+    assert len(fragments) > 20
+    leaks = [(where, f) for where, data in haystack for f in fragments if f in data]
+    assert leaks == []
