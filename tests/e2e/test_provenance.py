@@ -25,6 +25,7 @@ from reconciler.loop import controller
 from tests.e2e.test_loop import CHRONY, Fleet, change_chrony, make_fleet
 from tests.fixtures.gitservers import GitServers, make_ssh_key, run_git
 from tests.fixtures.registry import BaseImage, RunningRegistry
+from tests.helpers import example_repo
 
 pytestmark = [pytest.mark.registry, pytest.mark.git]
 
@@ -396,3 +397,44 @@ def test_no_private_key_material_in_logs_commits_pins_images_or_work_dir(
     assert len(fragments) > 20
     leaks = [(where, f) for where, data in haystack for f in fragments if f in data]
     assert leaks == []
+
+
+def test_build_signs_what_it_pushes_and_what_it_reuses(
+    registry: RunningRegistry, base_image: BaseImage, tmp_path: Path
+) -> None:
+    repo = example_repo(tmp_path / "repo", registry.host, base_image.ref,
+                        prefix=f"build-{tmp_path.name}"[:50].lower().replace("_", "-"))  # fmt: skip
+    key = ec_key(tmp_path / "cosign.key")
+    pub = key.with_suffix(".pub.pem")
+    other = ec_key(tmp_path / "other.key")
+
+    def build(signing_key: Path) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "reconciler", "build", "--repo", str(repo), "--pool",
+             "worker", "--insecure-registry", registry.host, "--image-signing-key",
+             str(signing_key)], capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    image = build(key)  # built and pushed
+    build(other)  # reused: signed again, by the other key, beside the first signature
+    repo_name, _, digest = image.partition("@")
+    tag = digest.replace(":", "-") + ".sig"
+    raw = subprocess.run(["skopeo", "inspect", "--raw", *registry.skopeo_args(),
+                          f"docker://{repo_name}:{tag}"], capture_output=True, check=True)  # fmt: skip
+    layers = json.loads(raw.stdout)["layers"]
+    assert len(layers) == 2
+    verdicts = []
+    for i, layer in enumerate(layers):
+        payload = tmp_path / f"payload{i}"
+        path = repo_name.split("/", 1)[1]
+        subprocess.run(["curl", "-sf", "-o", str(payload),
+                        f"http://{registry.host}/v2/{path}/blobs/{layer['digest']}"], check=True)  # fmt: skip
+        sig = tmp_path / f"sig{i}"
+        sig.write_bytes(
+            base64.b64decode(layer["annotations"]["dev.cosignproject.cosign/signature"])
+        )
+        verdicts.append((openssl_verify(pub, sig, payload),
+                         openssl_verify(other.with_suffix(".pub.pem"), sig, payload)))  # fmt: skip
+    assert verdicts == [(True, False), (False, True)]
