@@ -154,7 +154,7 @@ class Reconciler:
         current = holds.read_pins(self.mirror, head)
         refused = sources.refusal(self.mirror, head, repo)  # 2b. signed changes only
         if refused is not None:
-            for pool in sorted(repo.pools):
+            for pool in sorted(set(repo.pools) | set(current)):
                 pin = current.get(pool)
                 pinned_now = pin if isinstance(pin, pins.Pin) else None
                 report.pools[pool] = PoolReport(pool, "stalled", refused, pinned_now)

@@ -118,7 +118,9 @@ def _verify(
     facts: SourceFacts, head: str, head_policy: PolicyAt, anchor: str | None
 ) -> provenance.SourceVerdict | None:
     if anchor is None:
-        if head_policy is None:
+        # Unreadable: a config file that does not load can change any pool, so the loader
+        # blocks every pool with its own message; nothing is pinned either way.
+        if head_policy is None or head_policy is UNREADABLE:
             return None
         if not facts.own_keys:
             return provenance.SourceVerdict(
@@ -135,9 +137,6 @@ def _verify(
     policies: dict[str, provenance.Policy | None] = {"": None}
     head_known = head_policy if isinstance(head_policy, provenance.Policy) else None
     if anchor is None:
-        if head_policy is UNREADABLE:
-            return provenance.SourceVerdict(False, "the policy at the head cannot be read",
-                                            head)  # fmt: skip
         policies[head] = head_known
         return provenance.judge_source(facts.facts(head), [], policies, None, facts.own_keys)
     for info in reversed(facts.mirror.log(f"{anchor}..{head}", first_parent=True)):
