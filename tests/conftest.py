@@ -16,7 +16,12 @@ Stand-ins, at our own boundary only (there is no API server or bootc binary here
 - bootc (and the systemd calls the agent makes: reboot, soft-reboot, SoftRebootsCount,
   is-active): `tests/fixtures/bootc.py`, a stand-in command that follows the
   documented CLI contract and bootc's sources (reference `bootc-contract.md` §7-8:
-  soft reboots, download-only stages, transports, usr-overlay).
+  soft reboots, download-only stages, transports, usr-overlay); with
+  `--enforce-container-sigpolicy` it evaluates the host's containers policy.json and
+  registries.d as containers/image does for `reject`, `insecureAcceptAnything` and
+  `sigstoreSigned` (keyPath, matchRepository, sigstore attachments), fetching the
+  `sha256-<hex>.sig` manifest and payload from the real registry and checking the
+  signature with openssl (Debian's containers/image has sigstore patched out).
 """
 
 pytest_plugins = [
