@@ -7,12 +7,8 @@ commit and the reason; nothing is built or committed for it.
 
 from __future__ import annotations
 
-import logging
-
 from reconciler.adapters.git import Mirror, verify
 from reconciler.core import load, provenance
-
-log = logging.getLogger("reconciler.sources")
 
 
 def verdict(mirror: Mirror, head: str, repo: load.Repository) -> provenance.SourceVerdict | None:

@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.core import provenance
 from reconciler.errors import ConfigError
 
 _TIMEOUT = 30.0
@@ -91,7 +92,7 @@ class SshSigningKey:
 class CommitSignature:
     """What a commit's `gpgsig` header says, before any policy is applied."""
 
-    state: str
+    state: provenance.SignatureState
     """`good` (a sound SSH signature by `key`), `none` (unsigned), `bad` (a signature
     that does not verify), `unsupported` (an OpenPGP or X.509 signature)."""
     key: str | None = None

@@ -67,7 +67,7 @@ class SourceFacts:
                 parent=info.parents[0] if info.parents else None,
                 touches=any(touches(p) for p in self.mirror.changed_paths(sha)),
                 pin_commit=history.is_reconciler_commit(info),
-                signature=signature.state,  # type: ignore[arg-type]
+                signature=signature.state,
                 key=signature.key,
             )
         return self._facts[sha]
@@ -111,7 +111,9 @@ def verify_change(facts: SourceFacts, base: str, head: str) -> provenance.Source
     head_policy = facts.policy_at(head)
     if facts.policy_at(base) is None and head_policy is None:
         return None
-    return _verify(facts, head, head_policy, base if base != head else None)
+    if base == head:
+        return provenance.SourceVerdict(True, "no commits to verify", None, base)
+    return _verify(facts, head, head_policy, base)
 
 
 def _verify(
