@@ -10,6 +10,11 @@ shallow (`--depth=1`) and partial (`--filter=blob:none`), and then only the blob
 are downloaded: `pins/<pool>.yaml` and the YAML files the pool definitions may live in
 (objects are found by kind, so every config file is a candidate). The live settings
 (`settings`) are read at the pin's `sourceCommit`, that one commit fetched alone.
+With `signers` (`--allowed-signers`, or the image's /etc/bootc-reconciler/allowed-signers)
+a pin is trusted only when the commit that last changed it carries a sound SSH
+signature by one of them (core/provenance.py `judge_pin_commit`); finding that commit
+needs the history of commits and trees, so the fetch is then not shallow (still no
+blobs but those read).
 `MemoryPinSource` is the same contract in memory, for fleet simulations.
 """
 
