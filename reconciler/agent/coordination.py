@@ -29,8 +29,6 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
-
 from reconciler.agent.source import PoolPolicy
 from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
 
@@ -141,6 +139,8 @@ class FleetLock(NoCoordination):
         self.timeout = timeout
 
     def _post(self, path: str, group: str) -> tuple[bool, str]:
+        import httpx  # noqa: PLC0415 - only FleetLock talks HTTP: not paid by every agent step
+
         body = {"client_params": {"id": self.node_id, "group": group}}
         try:
             resp = httpx.post(

@@ -14,15 +14,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import click
 
 from reconciler import extras
 from reconciler.adapters import git
 from reconciler.adapters.git import GitAuth
-from reconciler.adapters.registry import RegistryClient, signatures
-from reconciler.adapters.registry.credentials import Credentials
+
+if TYPE_CHECKING:  # imported when a client is made: httpx only for commands that use it
+    from reconciler.adapters.registry import RegistryClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +75,11 @@ def image_signing_option(f: F) -> F:
     so a bad key fails the command before anything is built)."""
 
     def load(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-        return signatures.KeySigner.load(value) if value else None
+        if not value:
+            return None
+        from reconciler.adapters.registry import signatures  # noqa: PLC0415 - start-up
+
+        return signatures.KeySigner.load(value)
 
     return click.option(
         "--image-signing-key",
@@ -97,6 +102,9 @@ class RegistryOptions:
     registry_ca: str | None
 
     def client(self) -> RegistryClient:
+        from reconciler.adapters.registry import RegistryClient  # noqa: PLC0415 - start-up
+        from reconciler.adapters.registry.credentials import Credentials  # noqa: PLC0415
+
         return RegistryClient(
             credentials=Credentials.discover(self.authfiles),
             insecure=self.insecure,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from reconciler.core import cosign, ignition, provenance
+from reconciler.core.docstrings import describe_fields
 
 MCO_GROUP = "machineconfiguration.openshift.io"
 MCO_API_VERSION = f"{MCO_GROUP}/v1"
@@ -50,7 +51,7 @@ class StrictModel(BaseModel):
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
-        use_attribute_docstrings=True,
+        json_schema_extra=describe_fields,  # field docstrings, read only for schemas
         strict=True,
     )
 

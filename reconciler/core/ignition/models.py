@@ -21,6 +21,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from reconciler.core.docstrings import describe_fields
+
 INTERNAL_VERSION = "3.5.0"
 SUPPORTED_3X = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0", "3.5.0")
 
@@ -32,7 +34,7 @@ class _Ign(BaseModel):
         extra="forbid",
         alias_generator=to_camel,
         populate_by_name=True,
-        use_attribute_docstrings=True,
+        json_schema_extra=describe_fields,  # field docstrings, read only for schemas
     )
 
 

@@ -1,0 +1,139 @@
+"""Start-up benchmark: what a PR check, a shell and the agent's systemd timer pay per call.
+
+Each command runs as a fresh process, side by side with its baseline in the same run;
+the best of `--repeat` runs is kept (the least disturbed by the machine). Targets
+(issue 13):
+
+- `reconciler --help` ≤ 3× and `reconciler validate --repo examples` ≤ 6× a bare
+  `python -c "import click, yaml"`;
+- an idle `reconciler agent --once` (the pin in Git is what is booted; nothing to do)
+  ≤ 2× a bare `git ls-remote` of the same repository plus one `bootc status` of the
+  stand-in (tests/fixtures/bootc.py), what an idle step cannot do without.
+
+    .venv/bin/python bench/startup.py [--repeat 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.fixtures.bootc import FakeHost, pin_text
+from tests.fixtures.gitservers import run_git
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+RECONCILER = [PY, "-m", "reconciler"]
+REPO = "127.0.0.1:5000/pools/edge"
+DIGEST = "sha256:" + "a" * 64
+POOL = """\
+apiVersion: machineconfiguration.openshift.io/v1
+kind: MachineConfigPool
+metadata:
+  name: edge
+spec:
+  machineConfigSelector:
+    matchLabels:
+      machineconfiguration.openshift.io/role: edge
+---
+apiVersion: machineconfiguration.openshift.io/v1
+kind: MachineOSConfig
+metadata:
+  name: edge
+spec:
+  machineConfigPool:
+    name: edge
+  renderedImagePushSpec: 127.0.0.1:5000/pools/edge:latest
+"""
+
+
+def run(argv: Sequence[str], cwd: Path = ROOT) -> None:
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, argv))} failed:\n{done.stderr.decode()}")
+
+
+def best(repeat: int, fn: Callable[[], None]) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def agent_setup(tmp: Path) -> tuple[list[str], list[str], list[str]]:
+    """A host booted at the pool's pin, the pin in a bare repository: (agent argv,
+    ls-remote argv, bootc status argv). One agent step first (the pin applied once)."""
+    host = FakeHost(tmp / "host")
+    host.add_image(REPO, DIGEST)
+    host.install(f"{REPO}@{DIGEST}")
+    work, bare = tmp / "admin", tmp / "remote.git"
+    run_git("init", "-q", "--bare", "-b", "main", bare)
+    run_git("init", "-q", "-b", "main", work)
+    (work / "machineconfigpools").mkdir()
+    (work / "pins").mkdir()
+    (work / "machineconfigpools/edge.yaml").write_text(POOL)
+    (work / "pins/edge.yaml").write_text(pin_text("edge", f"{REPO}@{DIGEST}"))
+    run_git("add", "-A", cwd=work)
+    run_git("-c", "user.name=A", "-c", "user.email=a@example.com", "commit", "-q", "-m", "pin",
+            cwd=work)  # fmt: skip
+    run_git("push", "-q", str(bare), "HEAD:refs/heads/main", cwd=work)
+    agent = [
+        *RECONCILER, "agent", "--once", "--repo", bare.as_uri(), "--pool", "edge",
+        "--bootc", str(host.bootc), "--systemctl", str(host.systemctl),
+        "--state-dir", str(tmp / "state"), "--reboot-command", " ".join(host.reboot_command),
+        "--boot-id-file", str(host.boot_id_file),
+    ]  # fmt: skip
+    run(agent)  # the first step: done, state saved
+    out = subprocess.run(agent, capture_output=True, text=True, check=True).stdout
+    assert out.startswith(f"edge: done: booted {DIGEST}"), out
+    lsremote = ["git", "ls-remote", bare.as_uri(), "refs/heads/main"]
+    status = [str(host.bootc), "status", "--format=json", "--format-version=1"]
+    return agent, lsremote, status
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=9)
+    args = parser.parse_args()
+    os.environ.pop("PYTHONPROFILEIMPORTTIME", None)
+    bare = best(args.repeat, lambda: run([PY, "-c", "import click, yaml"]))
+    rows = [
+        ("reconciler --help", [*RECONCILER, "--help"], 3.0),
+        ("reconciler validate --repo examples", [*RECONCILER, "validate", "--repo", "examples"],
+         6.0),
+    ]  # fmt: skip
+    figures = []
+    for name, argv, target in rows:
+        took = best(args.repeat, lambda argv=argv: run(argv))
+        figures.append((name, took, bare, target))
+    with tempfile.TemporaryDirectory() as tmp:
+        agent, lsremote, status = agent_setup(Path(tmp))
+        agent_s = best(args.repeat, lambda: run(agent))
+
+        def floor_step() -> None:
+            run(lsremote)
+            run(status)
+
+        floor = best(args.repeat, floor_step)
+    print(f"best of {args.repeat}; each a fresh process")
+    print("| command | time | baseline | baseline time | ratio | target |")
+    print("|---|---|---|---|---|---|")
+    for name, took, base, target in figures:
+        print(f"| `{name}` | {took * 1000:.0f} ms | `python -c \"import click, yaml\"` | "
+              f"{base * 1000:.0f} ms | {took / base:.2f} | ≤ {target:.0f} |")  # fmt: skip
+    print(f"| `reconciler agent --once` (idle) | {agent_s * 1000:.0f} ms | `git ls-remote` + "
+          f"`bootc status` | {floor * 1000:.0f} ms | {agent_s / floor:.2f} | ≤ 2 |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
