@@ -29,7 +29,7 @@ from reconciler.cli.options import (
 from reconciler.cli.output import echo_json, rfc3339
 from reconciler.errors import ConfigError
 from reconciler.loop import controller, holds, runtime
-from reconciler.loop.status import StatusStore, status_document
+from reconciler.loop.status import Status, StatusStore, status_document
 from reconciler.review import output as review_output
 
 
@@ -114,7 +114,12 @@ def run(
         available = builders.available(client, work_dir=work, **builder_opts)
         reconciler = controller.Reconciler(mirror, client, work, settings, available)
         if once:
-            report = reconciler.reconcile_once(force=True)
+            # Only what is due (the remote moved, a retry, the base-image poll): an
+            # idle `run --once` from a timer is one ls-remote, and reports what the
+            # last pass recorded.
+            report = reconciler.reconcile_once()
+            if report.skipped:
+                report.pools = recorded_reports(reconciler.status)
             if not report.pools:
                 raise ConfigError.simple(
                     f"no MachineConfigPool on branch {source.branch!r} of "
@@ -133,11 +138,22 @@ def run(
         )
 
 
+def recorded_reports(recorded: Status) -> dict[str, controller.PoolReport]:
+    """Each pool as the last pass left it (for a pass that found nothing due)."""
+    return {
+        name: controller.PoolReport(
+            name, pool.recorded_state(), pool.last_error or "", image=pool.image,
+            transient=pool.retry_at is not None,
+        )
+        for name, pool in sorted(recorded.pools.items())
+    }  # fmt: skip
+
+
 def _pass_text(report: controller.PassReport) -> str:
     lines = []
     for pool in sorted(report.pools):
         r = report.pools[pool]
-        image = f" {r.pin.spec.image}" if r.pin is not None else ""
+        image = f" {r.image}" if r.image else ""
         lines.append(f"{pool}: {r.state}{image}")
         if r.message and r.state not in ("pinned", "unchanged"):
             lines += [f"  {line}" for line in r.message.splitlines()]
@@ -145,6 +161,8 @@ def _pass_text(report: controller.PassReport) -> str:
         lines.append(f"pin commit {report.commit} pushed")
     elif not report.skipped:
         lines.append(f"no commit: pins at {report.head[:10]} are current")
+    else:
+        lines.append(f"nothing due: {report.head[:10]} was reconciled by the last pass")
     return "\n".join(lines)
 
 
@@ -152,7 +170,7 @@ def _pass_json(report: controller.PassReport) -> dict[str, Any]:
     pools = {
         name: {
             "state": r.state,
-            "image": r.pin.spec.image if r.pin is not None else None,
+            "image": r.image,
             "message": r.message,
             "transient": r.transient,
         }

@@ -54,6 +54,13 @@ class PoolReport:
     transient: bool = False
     inputs_digest: str | None = None
     """For a build that failed for good: the inputs it failed for (not retried)."""
+    image: str | None = None
+    """The image the pool is pinned to (the pin's; or the status record's, for a pool
+    reported from what the last pass recorded)."""
+
+    def __post_init__(self) -> None:
+        if self.image is None and self.pin is not None:
+            object.__setattr__(self, "image", self.pin.spec.image)
 
 
 @dataclass
@@ -97,6 +104,9 @@ class Reconciler:
         self.status.repo = mirror.display_url
         self.status.branch = settings.branch
         self.hold_finder = holds.HoldFinder(mirror)
+        # across passes: a pass re-parses and re-plans only what changed (issue 13)
+        self.plan_cache = planning.PlanCache()
+        self.pin_cache: holds.PinCache = {}
 
     # --- the pass -------------------------------------------------------------------------
 
@@ -151,7 +161,7 @@ class Reconciler:
         repo = load.load_repository(self.mirror.read_files(head, load.is_config_path))
         report.warnings = [str(w) for w in repo.warnings]
         failpoints.hit("after-load")
-        current = holds.read_pins(self.mirror, head)
+        current = holds.read_pins(self.mirror, head, self.pin_cache)
         refused = sources.refusal(self.mirror, head, repo)  # 2b. signed changes only
         if refused is not None:
             for pool in sorted(set(repo.pools) | set(current)):
@@ -161,7 +171,10 @@ class Reconciler:
             return [], self._source_commit(head)
         # 3. plan: judge, render, resolve bases, identities (one lookup per base image);
         # pools with a pin are judged too, so a pool whose own file broke keeps its pin
-        planner = planning.Planner(self.registry, default_builder=self.settings.default_builder)
+        self.plan_cache.start()
+        planner = planning.Planner(
+            self.registry, default_builder=self.settings.default_builder, cache=self.plan_cache
+        )
         outcomes = planner.plan_pools(repo, known=current)
         failpoints.hit("after-plan")
         source = self._source_commit(head)

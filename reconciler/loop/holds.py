@@ -23,24 +23,46 @@ HISTORY_DEPTH = 500
 """How many commits touching `pins/` are read back to find who last set each pin."""
 
 
-def read_pins(reader: Mirror, rev: str) -> dict[str, pins.Pin | pins.PinError]:
-    """Every `pins/<pool>.yaml` at `rev`, parsed, or why it cannot be trusted."""
+PinCache = dict[tuple[str, bytes], pins.Pin | pins.PinError]
+"""Parsed pins by (path, file bytes): a pass parses only the pins that changed."""
+
+
+def read_pins(
+    reader: Mirror, rev: str, cache: PinCache | None = None
+) -> dict[str, pins.Pin | pins.PinError]:
+    """Every `pins/<pool>.yaml` at `rev`, parsed, or why it cannot be trusted. With
+    `cache`, a file read before with the same bytes is not parsed again, and `cache`
+    is left holding the pins at `rev` only."""
     out: dict[str, pins.Pin | pins.PinError] = {}
     files = reader.read_files(rev, lambda p: p.startswith("pins/") and p.endswith(".yaml"))
+    seen: PinCache = {}
     for path, data in files.items():
         pool = path.removeprefix("pins/").removesuffix(".yaml")
         if "/" in pool:
             continue
-        try:
-            if isinstance(data, load.Unreadable):
-                raise pins.PinError(f"{path}: {data.problem}")
-            pin = pins.parse_pin(data, where=path)
-            if pin.spec.pool != pool:
-                raise pins.PinError(f"{path}: spec.pool is {pin.spec.pool!r}, not {pool!r}")
-            out[pool] = pin
-        except pins.PinError as exc:
-            out[pool] = exc
+        if cache is not None and isinstance(data, bytes):
+            hit = cache.get((path, data))
+            if hit is None:
+                hit = _read_pin(path, pool, data)
+            out[pool] = seen[(path, data)] = hit
+            continue
+        out[pool] = _read_pin(path, pool, data)
+    if cache is not None:
+        cache.clear()
+        cache.update(seen)
     return out
+
+
+def _read_pin(path: str, pool: str, data: bytes | load.Unreadable) -> pins.Pin | pins.PinError:
+    try:
+        if isinstance(data, load.Unreadable):
+            raise pins.PinError(f"{path}: {data.problem}")
+        pin = pins.parse_pin(data, where=path)
+        if pin.spec.pool != pool:
+            raise pins.PinError(f"{path}: spec.pool is {pin.spec.pool!r}, not {pool!r}")
+        return pin
+    except pins.PinError as exc:
+        return exc
 
 
 def touched_pools(reader: Mirror, commit: CommitInfo) -> set[str]:

@@ -70,12 +70,49 @@ class Unmanaged:
 PoolOutcome = PoolPlan | PoolFailure | Unmanaged
 
 
+PlanKey = tuple[str, str, str, str]
+"""(pool, config fingerprint, resolved base digest, default builder)."""
+
+
+class PlanCache:
+    """The plans of the last pass, by what they are made from: a pool whose inputs
+    (its config fingerprint, `identity.config_fingerprint`) and resolved base did not
+    move gets the same plan again, without re-planning its image (the config layer's
+    tar and gzip, the composed manifest). The fingerprint covers everything of the
+    repository a plan reads (rendered config, MachineOSConfig, ReconcilerConfig,
+    architecture) and the key adds the base digest and the default builder, so a hit
+    is the plan `_plan_image` would make. Holds the plans of one pass: `start` begins
+    a pass, and plans not asked for in it are dropped (memory: one plan per pool)."""
+
+    def __init__(self) -> None:
+        self._plans: dict[PlanKey, PoolPlan] = {}
+        self._used: dict[PlanKey, PoolPlan] = {}
+        self.hits = 0
+
+    def start(self) -> None:
+        if self._used:
+            self._plans = self._used
+        self._used = {}
+
+    def get(self, key: PlanKey) -> PoolPlan | None:
+        plan = self._plans.get(key) or self._used.get(key)
+        if plan is not None:
+            self.hits += 1
+            self._used[key] = plan
+        return plan
+
+    def put(self, key: PlanKey, plan: PoolPlan) -> None:
+        self._used[key] = plan
+
+
 @dataclass
 class Planner:
-    """Plans pools against one registry view; base lookups are cached per instance."""
+    """Plans pools against one registry view; base lookups are cached per instance,
+    plans across instances in `cache` (the loop's, see `PlanCache`)."""
 
     resolver: BaseResolver
     default_builder: Literal["buildah", "job"] = "buildah"
+    cache: PlanCache | None = None
     _bases: dict[tuple[str, str], Resolved | ReconcilerError] = field(default_factory=dict)
 
     def plan_pools(
@@ -106,9 +143,21 @@ class Planner:
     def _plan_image(
         self, repo: load.Repository, ready: verdict.Ready, judged: verdict.Image
     ) -> PoolPlan:
+        base = self._resolve(judged.base_image, ready.architecture)
+        if self.cache is None:
+            return self._plan_image_on(repo, ready, judged, base)
+        key = (ready.pool, ready.fingerprint, base.digest, self.default_builder)
+        plan = self.cache.get(key)
+        if plan is None:
+            plan = self._plan_image_on(repo, ready, judged, base)
+            self.cache.put(key, plan)
+        return plan
+
+    def _plan_image_on(
+        self, repo: load.Repository, ready: verdict.Ready, judged: verdict.Image, base: Resolved
+    ) -> PoolPlan:
         pool, rendered, arch = ready.pool, ready.rendered, ready.architecture
         mosc = judged.os_config.obj
-        base = self._resolve(judged.base_image, arch)
         digest = identity.inputs_digest(
             base.digest, rendered, mosc, repo.settings, architecture=arch
         )

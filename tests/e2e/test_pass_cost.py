@@ -1,0 +1,116 @@
+"""Passes that cost what changed (issue 13): the loop keeps the plans and parsed pins of
+the last pass, and reuses exactly those whose inputs did not move. What a user would
+notice if the reuse were wrong is a stale pin: each test asserts the pins a pass leaves
+on the remote, and the reuse counters only say the fast path was taken."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler.core import pins
+from tests.e2e.test_loop import Fleet, change_chrony, make_fleet, seed_repo
+from tests.fixtures import registry as reg
+from tests.fixtures.gitservers import GitServers
+from tests.fixtures.registry import BaseImage, RunningRegistry
+
+pytestmark = [pytest.mark.registry, pytest.mark.git]
+
+
+@pytest.fixture
+def fleet(
+    git_servers: GitServers, registry: RunningRegistry, base_image: BaseImage, tmp_path: Path
+) -> Fleet:
+    return make_fleet(git_servers, "file", registry, base_image, tmp_path)
+
+
+def test_a_pass_replans_and_reparses_only_the_pools_that_changed(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real_parse = pins.parse_pin
+
+    def counting(text: str | bytes, *, where: str = "pin") -> pins.Pin:
+        parsed.append(where)
+        return real_parse(text, where=where)
+
+    monkeypatch.setattr(pins, "parse_pin", counting)
+    r = fleet.reconciler()
+    r.reconcile_once()
+    master = fleet.pin("master")
+    kargs = "machineconfigs/05-worker-kernelargs.yaml"
+    fleet.commit({kargs: fleet.file(kargs).replace("audit=1", "audit=0")}, "worker: audit off")
+    hits, parsed[:] = r.plan_cache.hits, []
+    assert r.reconcile_once().changed == ["worker"]
+    assert r.plan_cache.hits - hits == 1  # master's plan, reused
+    assert sorted(parsed) == ["pins/master.yaml", "pins/worker.yaml"]  # first read of both
+    # a change both pools take: neither plan is reused, both are pinned anew
+    change_chrony(fleet, "ntp9.example.internal")
+    hits, parsed[:] = r.plan_cache.hits, []
+    assert r.reconcile_once().changed == ["master", "worker"]
+    assert r.plan_cache.hits == hits
+    assert parsed == ["pins/worker.yaml"]  # master's pin had not changed since it was read
+    assert fleet.pin("master").spec.digest != master.spec.digest
+    # and what the cached pass pinned is what a fresh reconciler computes
+    fresh = fleet.reconciler("r2").reconcile_once(force=True)
+    assert fresh.commit is None
+    assert {p.state for p in fresh.pools.values() if p.pool != "infra"} == {"unchanged"}
+
+
+def _base(marker: bytes) -> reg.ImageParts:
+    entries = reg.usr_merged_skeleton()
+    entries.append(("usr/lib/base-version", "file", marker, 0o644))
+    return reg._image(entries, "amd64")
+
+
+def test_a_base_image_that_moves_under_its_tag_is_planned_again(
+    git_servers: GitServers, registry: RunningRegistry, tmp_path: Path
+) -> None:
+    repo = f"{registry.host}/cost-{tmp_path.name[-20:].lower().replace('_', '-')}/base"
+    with registry.client() as client:
+        reg._push_image(client, repo, _base(b"1\n"), "latest")
+    prefix = f"cost-{tmp_path.name}"[:60].lower().replace("_", "-")
+    server = git_servers.new_repo("file", seed_repo(tmp_path, registry, f"{repo}:latest", prefix))
+    fleet = Fleet(server, registry, tmp_path, prefix)
+    r = fleet.reconciler(base_poll_s=0.0)
+    r.reconcile_once()
+    before = fleet.pin("worker")
+    moved = _base(b"2\n")
+    with registry.client() as client:
+        reg._push_image(client, repo, moved, "latest")
+    hits = r.plan_cache.hits
+    report = r.reconcile_once()
+    assert report.changed == ["master", "worker"]
+    assert r.plan_cache.hits == hits
+    worker = fleet.pin("worker")
+    assert worker.spec.build.base_image_digest == moved.digest != before.spec.build.base_image_digest
+    assert worker.spec.digest != before.spec.digest
+
+
+def test_an_idle_run_once_does_nothing_and_reports_the_last_pass(fleet: Fleet) -> None:
+    work = fleet.root / "work"
+    argv = [sys.executable, "-m", "reconciler", "run", "--once", "--repo", fleet.server.url,
+            "--work-dir", str(work), "--insecure-registry", fleet.registry.host]  # fmt: skip
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stderr
+    head = fleet.server.head()
+    status = (work / "status.json").read_bytes()
+    idle = subprocess.run([*argv, "-o", "json"], capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
+    assert idle.returncode == 0, idle.stderr
+    doc = json.loads(idle.stdout)
+    assert doc["skipped"] is True
+    assert doc["commit"] is None
+    assert doc["pools"]["worker"] == {"state": "unchanged", "image": fleet.pin("worker").spec.image,
+                                      "message": "", "transient": False}  # fmt: skip
+    assert doc["pools"]["infra"]["state"] == "unmanaged"
+    assert fleet.server.head() == head
+    assert (work / "status.json").read_bytes() == status  # no pass ran
+    text = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert text.returncode == 0
+    assert f"worker: unchanged {fleet.pin('worker').spec.image}" in text.stdout
+    assert f"nothing due: {head[:10]} was reconciled by the last pass" in text.stdout
