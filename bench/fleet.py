@@ -6,7 +6,7 @@ round, one config change is pushed to both remotes:
 
 - `reconciler`: one `reconcile_once()` on remote A against registry A, in process;
 - `bare client`: the same registry requests the pass makes for the changed pools, on
-  registry B, over `--connections` HTTP connections (one thread each; http.client, no
+  registry B, over `--connections` HTTP connections (the reconciler's `--registry-connections`, the same number) (one thread each; http.client, no
   auth, no checks; the request bodies computed before the clock starts), then one
   `git commit` of the new pin files and one `git push` to remote B.
 
@@ -37,7 +37,7 @@ from bench.loop import Remote
 from reconciler.adapters import git
 from reconciler.core import load, pins, reference
 from reconciler.core.poolplan import PoolPlan
-from reconciler.loop import controller, planning
+from reconciler.loop import controller, parallel, planning
 from tests.fixtures import registry as reg_fixture
 from tests.fixtures.gitservers import files_from_dir, run_git
 
@@ -103,7 +103,9 @@ def write_repo(root: Path, pools: int, group_size: int, registry: str, base: str
 class Side:
     """One registry, one remote, one reconciler work directory."""
 
-    def __init__(self, root: Path, seed: Path, image: reg_fixture.ImageParts) -> None:
+    def __init__(
+        self, root: Path, seed: Path, image: reg_fixture.ImageParts, connections: int
+    ) -> None:
         root.mkdir()
         (root / "registry").mkdir()
         proc, host, log = reg_fixture.start_registry(root.name, root / "registry")
@@ -124,6 +126,7 @@ class Side:
             git.Mirror(self.remote.bare.as_uri(), root / "work" / "mirror"),
             self.registry.client(),
             root / "work",
+            controller.RunSettings(registry_connections=connections),
         )
 
     def change(self, path: str, text: str) -> None:
@@ -232,7 +235,7 @@ def main() -> None:
     parser.add_argument("--pools", type=int, default=300)
     parser.add_argument("--changed", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=parallel.DEFAULT_CONNECTIONS)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     sides: list[Side] = []
@@ -240,9 +243,9 @@ def main() -> None:
         seed = root / "seed"
         write_repo(seed, args.pools, args.changed, "@REGISTRY@", "@REGISTRY@/base/bootc:latest")
         image = reg_fixture.build_bootc_image()
-        a = Side(root / "a", seed, image)
+        a = Side(root / "a", seed, image, args.connections)
         sides.append(a)
-        b = Side(root / "b", seed, image)
+        b = Side(root / "b", seed, image, args.connections)
         sides.append(b)
         start = time.perf_counter()
         first = a.reconciler.reconcile_once()
@@ -281,6 +284,7 @@ def main() -> None:
         idle_t = [t for _, t in rows["one"]]
     finally:
         for side in sides:
+            side.reconciler.workers.close()
             side.reconciler.registry.close()
             side.registry.stop()
         shutil.rmtree(root, ignore_errors=True)

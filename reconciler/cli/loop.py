@@ -28,7 +28,7 @@ from reconciler.cli.options import (
 )
 from reconciler.cli.output import echo_json, rfc3339
 from reconciler.errors import ConfigError
-from reconciler.loop import controller, holds, runtime
+from reconciler.loop import controller, holds, parallel, runtime
 from reconciler.loop.status import Status, StatusStore, status_document
 from reconciler.review import output as review_output
 
@@ -47,6 +47,14 @@ from reconciler.review import output as review_output
     default=300.0,
     show_default=True,
     help="Seconds between re-resolving base image tags when Git does not move.",
+)
+@click.option(
+    "--registry-connections",
+    type=click.IntRange(min=1),
+    default=parallel.DEFAULT_CONNECTIONS,
+    show_default=True,
+    help="Pools whose registry work (existence checks, uploads, manifests) runs at once, "
+    "one connection each.",
 )
 @click.option(
     "--author",
@@ -80,6 +88,7 @@ def run(
     once: bool,
     interval: float,
     base_poll: float,
+    registry_connections: int,
     author: str,
     webhook_listen: str | None,
     webhook_secret_file: str | None,
@@ -102,6 +111,7 @@ def run(
         default_builder=containerfile_builder,
         base_poll_s=base_poll,
         image_signer=image_signer,
+        registry_connections=registry_connections,
     )
     signing_key = git.SshSigningKey.load(commit_signing_key) if commit_signing_key else None
     if webhook_listen and not webhook_secret_file:
@@ -113,29 +123,44 @@ def run(
         mirror = git.Mirror(source.url, work / "mirror", source.auth, signing_key=signing_key)
         available = builders.available(client, work_dir=work, **builder_opts)
         reconciler = controller.Reconciler(mirror, client, work, settings, available)
-        if once:
-            # Only what is due (the remote moved, a retry, the base-image poll): an
-            # idle `run --once` from a timer is one ls-remote, and reports what the
-            # last pass recorded.
-            report = reconciler.reconcile_once()
-            if report.skipped:
-                report.pools = recorded_reports(reconciler.status)
-            if not report.pools:
-                raise ConfigError.simple(
-                    f"no MachineConfigPool on branch {source.branch!r} of "
-                    f"{git.redact(source.url)} at {report.head[:10]}: nothing to reconcile",
-                    fix="check --repo and --branch (see repo-layout/)",
-                )
-            if output == "json":
-                echo_json("PassReport", _pass_json(report))
-            else:
-                click.echo(_pass_text(report))
-            if any(r.state in ("failed", "stalled") for r in report.pools.values()):
-                raise SystemExit(1)
-            return
-        runtime.run_forever(
-            reconciler, source.url, source.branch, interval, webhook_listen, webhook_secret_file
-        )
+        try:
+            _run(reconciler, source, once, output, interval, webhook_listen, webhook_secret_file)
+        finally:
+            reconciler.workers.close()
+
+
+def _run(
+    reconciler: controller.Reconciler,
+    source: GitSource,
+    once: bool,
+    output: str,
+    interval: float,
+    webhook_listen: str | None,
+    webhook_secret_file: str | None,
+) -> None:
+    if once:
+        # Only what is due (the remote moved, a retry, the base-image poll): an
+        # idle `run --once` from a timer is one ls-remote, and reports what the
+        # last pass recorded.
+        report = reconciler.reconcile_once()
+        if report.skipped:
+            report.pools = recorded_reports(reconciler.status)
+        if not report.pools:
+            raise ConfigError.simple(
+                f"no MachineConfigPool on branch {source.branch!r} of "
+                f"{git.redact(source.url)} at {report.head[:10]}: nothing to reconcile",
+                fix="check --repo and --branch (see repo-layout/)",
+            )
+        if output == "json":
+            echo_json("PassReport", _pass_json(report))
+        else:
+            click.echo(_pass_text(report))
+        if any(r.state in ("failed", "stalled") for r in report.pools.values()):
+            raise SystemExit(1)
+        return
+    runtime.run_forever(
+        reconciler, source.url, source.branch, interval, webhook_listen, webhook_secret_file
+    )
 
 
 def recorded_reports(recorded: Status) -> dict[str, controller.PoolReport]:

@@ -22,9 +22,9 @@ from typing import Literal
 from reconciler import failpoints
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import cosign, history, load, model, pins, poolplan
+from reconciler.core import cosign, decision, history, load, model, pins, poolplan
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
-from reconciler.loop import building, holds, planning, sources
+from reconciler.loop import building, holds, parallel, planning, sources
 from reconciler.loop.status import PoolStatus, StatusStore
 
 log = logging.getLogger("reconciler.controller")  # the logger keeps its name across moves
@@ -43,6 +43,8 @@ class RunSettings:
     """Re-resolve base image tags at least this often even when Git does not move."""
     image_signer: cosign.Signer | None = None
     """Signs every image a pass pins, built or reused (`--image-signing-key`)."""
+    registry_connections: int = parallel.DEFAULT_CONNECTIONS
+    """Pools whose registry work (existence check, uploads, manifest) runs at once."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,8 @@ class Reconciler:
         # across passes: a pass re-parses and re-plans only what changed (issue 13)
         self.plan_cache = planning.PlanCache()
         self.pin_cache: holds.PinCache = {}
+        self.workers = parallel.RegistryWorkers(registry, settings.registry_connections)
+        self._save_lock = threading.Lock()
 
     # --- the pass -------------------------------------------------------------------------
 
@@ -183,7 +187,8 @@ class Reconciler:
         }
         held = self.hold_finder.holds(head, repo, pinned)
         changes: list[history.PinChange] = []
-        # 4-5. decide, and build what is missing
+        # 4-5. decide, and build what is missing (the pools' registry work in parallel)
+        jobs: list[tuple[poolplan.PoolPlan, pins.Pin | None, decision.Decision]] = []
         for pool in sorted(outcomes):
             outcome, existing = outcomes[pool], pinned.get(pool)
             hold = held[pool].reason if pool in held else None
@@ -194,10 +199,20 @@ class Reconciler:
                 )
                 continue
             assert isinstance(outcome, poolplan.PoolPlan)  # noqa: S101 - decide() says so
-            change = self._build(
-                outcome, existing, source, report,
-                reuse_only=choice.reuse_only, live_only=choice.live_only,
-            )  # fmt: skip
+            jobs.append((outcome, existing, choice))
+
+        def build(
+            registry: RegistryClient,
+            job: tuple[poolplan.PoolPlan, pins.Pin | None, decision.Decision],
+        ) -> history.PinChange | None:
+            # (every pool's status exists: decide() above read it, so threads only read
+            # the mapping; report.pools gets one key per pool)
+            plan, existing, choice = job
+            return self._build(plan, existing, source, report, reuse_only=choice.reuse_only,
+                               live_only=choice.live_only, registry=registry)  # fmt: skip
+
+        for (plan, _, _), change in zip(jobs, self.workers.map(build, jobs), strict=True):
+            pool = plan.pool
             if change is not None:
                 if isinstance(current.get(pool), pins.PinError):
                     log.warning("pool %s: replacing an invalid pin (%s)", pool, current[pool])
@@ -214,10 +229,13 @@ class Reconciler:
         *,
         reuse_only: bool,
         live_only: bool = False,
+        registry: RegistryClient | None = None,
     ) -> history.PinChange | None:
+        """One pool's build; `registry` is the client of the thread it runs in."""
+        registry = registry or self.registry
         pool_status = self.status.pool(plan.pool)
         try:
-            if reuse_only and building.find_existing(self.registry, plan) is None:
+            if reuse_only and building.find_existing(registry, plan) is None:
                 # A build that failed for good is not rerun for the same inputs on every
                 # commit elsewhere in the repository: the pool waits for its inputs to change.
                 report.pools[plan.pool] = PoolReport(
@@ -232,9 +250,10 @@ class Reconciler:
                                    f"{plan.target}", self.clock()):  # fmt: skip
                     log.info("pool %s: building image for inputs %s with %s", plan.pool,
                              plan.inputs_digest[:19], plan.builder)  # fmt: skip
-                self.store.save(self.status)
+                with self._save_lock:
+                    self.store.save(self.status)
             result = building.ensure_image(
-                self.registry, plan, self.builders, self.settings.image_signer
+                registry, plan, self.builders, self.settings.image_signer
             )
         except ReconcilerError as exc:
             transient = is_transient(exc)

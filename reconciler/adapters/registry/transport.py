@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import httpx
 
@@ -104,6 +104,18 @@ class Transport:
         """HTTP requests sent, including token requests and retries."""
         self._hosts: dict[str, _Host] = {}
         self._realm_clients: dict[str, httpx.Client] = {}
+
+    def clone(self) -> Self:
+        """A client with the same settings and nothing shared but the credentials (read
+        only): its own connections, tokens and counters, for another thread."""
+        return type(self)(
+            self.credentials,
+            self.insecure,
+            self.ca_file,
+            self.timeout_s,
+            self.retry_deadline_s,
+            certs_dirs=self.certs_dirs,
+        )
 
     def close(self) -> None:
         for h in self._hosts.values():
