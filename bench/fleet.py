@@ -6,7 +6,8 @@ round, one config change is pushed to both remotes:
 
 - `reconciler`: one `reconcile_once()` on remote A against registry A, in process;
 - `bare client`: the same registry requests the pass makes for the changed pools, on
-  registry B, over `--connections` HTTP connections (the reconciler's `--registry-connections`, the same number) (one thread each; http.client, no
+  registry B, over `--connections` HTTP connections (the same number as the reconciler's
+  `--registry-connections`) (one thread each; http.client, no
   auth, no checks; the request bodies computed before the clock starts), then one
   `git commit` of the new pin files and one `git push` to remote B.
 
