@@ -166,6 +166,20 @@ class Repository:
     _by_labels: dict[tuple[tuple[str, str], ...], list[LoadedConfig]] | None = field(
         default=None, repr=False
     )
+    _by_label: dict[tuple[str, str], list[tuple[tuple[str, str], ...]]] | None = field(
+        default=None, repr=False
+    )
+
+    def label_sets_with(self, key: str, value: str) -> list[tuple[tuple[str, str], ...]]:
+        """The label sets of `configs_by_labels` that hold `key=value` (an index: a
+        selector naming a label tests only the sets that have it, not every config)."""
+        if self._by_label is None:
+            index: dict[tuple[str, str], list[tuple[tuple[str, str], ...]]] = {}
+            for labels in self.configs_by_labels():
+                for pair in labels:
+                    index.setdefault(pair, []).append(labels)
+            self._by_label = index
+        return self._by_label.get((key, value), [])
 
     def configs_by_labels(self) -> dict[tuple[tuple[str, str], ...], list[LoadedConfig]]:
         """Configs grouped by their label set: pools test each distinct set once."""

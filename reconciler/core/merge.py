@@ -261,11 +261,12 @@ def select_configs(repo: load.Repository, pool_name: str) -> list[load.LoadedCon
     (Whether an invalid config blocks the pool is `verdict`'s judgement, made first.)"""
     pool = repo.pools[pool_name]
     selector = pool.obj.spec.machine_config_selector
+    groups = repo.configs_by_labels()
     chosen = [
         (mc.name, mc.labels, mc)
-        for labels, group in repo.configs_by_labels().items()
+        for labels in _candidates(repo, selector)
         if select.matches(selector, dict(labels))
-        for mc in group
+        for mc in groups[labels]
     ]
     if not chosen:
         raise ConfigError(
@@ -280,6 +281,25 @@ def select_configs(repo: load.Repository, pool_name: str) -> list[load.LoadedCon
             )
         )
     return select.merge_order(chosen)
+
+
+def _candidates(
+    repo: load.Repository, selector: model.LabelSelector | None
+) -> list[tuple[tuple[str, str], ...]]:
+    """The label sets a selector can match: those with one label it requires (a
+    `matchLabels` pair, or one of an `In` expression's values), else all of them.
+    Only narrows the search: `select.matches` still decides each candidate."""
+    everything = list(repo.configs_by_labels())
+    if selector is None:
+        return everything
+    if selector.match_labels:
+        key, value = next(iter(selector.match_labels.items()))
+        return repo.label_sets_with(key, value)
+    for req in selector.match_expressions:
+        if req.operator == "In":
+            found = {s for v in req.values for s in repo.label_sets_with(req.key, v)}
+            return [s for s in everything if s in found]  # (the same order as before)
+    return everything
 
 
 def base_image(repo: load.Repository, pool_name: str, configs: Sequence[load.LoadedConfig]) -> str:
