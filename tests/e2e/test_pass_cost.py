@@ -87,7 +87,9 @@ def test_a_base_image_that_moves_under_its_tag_is_planned_again(
     assert report.changed == ["master", "worker"]
     assert r.plan_cache.hits == hits
     worker = fleet.pin("worker")
-    assert worker.spec.build.base_image_digest == moved.digest != before.spec.build.base_image_digest
+    assert (
+        worker.spec.build.base_image_digest == moved.digest != before.spec.build.base_image_digest
+    )
     assert worker.spec.digest != before.spec.digest
 
 
