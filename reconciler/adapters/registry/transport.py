@@ -107,11 +107,13 @@ class Transport:
         """HTTP requests sent, including token requests and retries."""
         self._hosts: dict[str, _Host] = {}
         self._realm_clients: dict[str, httpx.Client] = {}
+        self._clones: list[Transport] = []
 
     def clone(self) -> Self:
         """A client with the same settings and nothing shared but the credentials (read
-        only): its own connections, tokens and counters, for another thread."""
-        return type(self)(
+        only): its own connections, tokens and counters, for another thread. Closing
+        this client closes its clones too."""
+        clone = type(self)(
             self.credentials,
             self.insecure,
             self.ca_file,
@@ -119,8 +121,13 @@ class Transport:
             self.retry_deadline_s,
             certs_dirs=self.certs_dirs,
         )
+        self._clones.append(clone)
+        return clone
 
     def close(self) -> None:
+        for clone in self._clones:
+            clone.close()
+        self._clones.clear()
         for h in self._hosts.values():
             h.client.close()
         for c in self._realm_clients.values():
