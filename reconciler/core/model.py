@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from reconciler.core import cosign, ignition, provenance
+from reconciler.core import ignition, provenance
 from reconciler.core.docstrings import describe_fields
 
 MCO_GROUP = "machineconfiguration.openshift.io"
@@ -256,6 +256,9 @@ class ImageSigning(StrictModel):
     @field_validator("public_key")
     @classmethod
     def _pem(cls, value: str) -> str:
+        # `cryptography` only for repositories that sign: validate's start-up (issue 13)
+        from reconciler.core import cosign  # noqa: PLC0415
+
         cosign.load_public_key(value)
         return value
 
