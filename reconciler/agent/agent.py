@@ -250,7 +250,7 @@ class Agent:
                     now,
                 )
             )
-        grant = self.coordinator.acquire(self.policy)
+        grant = self.coordinator.acquire(self.policy, target.image)
         if not grant.granted:
             return self._save(
                 state.to(Phase.IDLE, f"waiting for an update slot: {grant.detail}", now)
@@ -331,7 +331,7 @@ class Agent:
         host, locked = self._unlock_download_only(host, desired_target)
         if locked:
             return self._save(state.to(state.phase, locked, now))
-        grant = self.coordinator.acquire(self.policy)  # renews the slot we hold
+        grant = self.coordinator.acquire(self.policy, desired_target.image)  # renews our slot
         if not grant.granted:
             return self._save(state.to(state.phase, f"lost the update slot; {grant.detail}", now))
         if state.phase == Phase.STAGED:
@@ -662,6 +662,8 @@ class Agent:
                     state.reason,
                     current,
                     state.desired.image if state.desired else "",
+                    pool=state.pool or self.config.pool,
+                    since=state.changed_at or None,
                 )
             )
         except ReconcilerError as exc:

@@ -82,11 +82,15 @@ class Report:
     reason: str
     current_image: str
     desired_image: str
+    pool: str = ""
+    since: float | None = None
+    """When the agent entered `phase` (for the rollout's soak time)."""
 
 
 class Coordinator(Protocol):
-    def acquire(self, policy: PoolPolicy) -> Grant:
-        """Take (or renew) an update slot for this node; re-entrant."""
+    def acquire(self, policy: PoolPolicy, image: str = "") -> Grant:
+        """Take (or renew) an update slot for this node to update to `image`; re-entrant.
+        The Kubernetes backend also applies the pool's progressive rollout."""
         ...
 
     def release(self, policy: PoolPolicy) -> None:
@@ -111,7 +115,7 @@ class Coordinator(Protocol):
 class NoCoordination:
     """One machine on its own: always granted, nothing to drain, report to the log."""
 
-    def acquire(self, policy: PoolPolicy) -> Grant:
+    def acquire(self, policy: PoolPolicy, image: str = "") -> Grant:
         return Grant(True, "no coordination")
 
     def release(self, policy: PoolPolicy) -> None:
@@ -160,7 +164,7 @@ class FleetLock(NoCoordination):
             detail = resp.text.strip()[:200]
         return False, f"FleetLock {path} answered {resp.status_code} ({detail})"
 
-    def acquire(self, policy: PoolPolicy) -> Grant:
+    def acquire(self, policy: PoolPolicy, image: str = "") -> Grant:
         ok, detail = self._post("/v1/pre-reboot", policy.name)
         return Grant(ok, "FleetLock slot taken" if ok else detail)
 

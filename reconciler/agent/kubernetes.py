@@ -19,9 +19,14 @@ Stage: the agent's gate in a cluster (DaemonSet). Inputs: the API (through
   never a plain delete); DaemonSet pods, mirror pods and finished pods are left, as
   `kubectl drain --ignore-daemonsets` does. No timeout forces it: a node whose drain
   is blocked stays `draining`, with the blocking budget in its reason.
-- **Annotations** (in the spirit of MCO's `machineconfiguration.openshift.io/*`):
-  `gitops.bootc.dev/state`, `/reason`, `/current-image`, `/desired-image`,
-  `/pool`; and an Event on the node for rolled-back and degraded transitions.
+- **Rollout.** With a `rollout` in the pool's MachineOSConfig, a node starts only when
+  `reconciler.core.rollout.progress`, over the pool's nodes' annotations, lets it (the
+  canary batch first, then the soak, never while paused); the reason is the refusal.
+- **Annotations** (in the spirit of MCO's `machineconfiguration.openshift.io/*`, named
+  in `reconciler.core.rollout`, documented in deploy/README.md):
+  `gitops.bootc.dev/state`, `/reason`, `/current-image`, `/desired-image`, `/pool`,
+  `/state-since`; and an Event on the node when the phase changes to one worth telling
+  (`EVENT_REASONS`).
 """
 
 from __future__ import annotations
@@ -35,11 +40,11 @@ from typing import Any
 from reconciler.adapters import kube as kubeapi
 from reconciler.agent.coordination import DrainResult, Grant, Report, max_unavailable
 from reconciler.agent.source import PoolPolicy
-from reconciler.core import model
+from reconciler.core import model, rollout
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_PREFIX = "gitops.bootc.dev/"
+ANNOTATION_PREFIX = rollout.ANNOTATION_PREFIX
 POOL_LABEL = "gitops.bootc.dev/pool"
 HOLDER_LABEL = "gitops.bootc.dev/holder"
 
@@ -50,12 +55,17 @@ def _micro_time(ts: float) -> str:
 
 
 def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return rollout.parse_time(text)
+
+
+# The phases an Event is recorded for, with its reason and type: what an admin watching
+# `kubectl get events` wants to see, not every step.
+EVENT_REASONS: dict[str, tuple[str, str]] = {
+    "staged": ("UpdateStarted", "Normal"),
+    "done": ("Updated", "Normal"),
+    "rolled-back": ("RolledBack", "Warning"),
+    "degraded": ("UpdateDegraded", "Warning"),
+}
 
 
 def selector_string(selector: model.LabelSelector | None) -> str | None:
@@ -141,7 +151,7 @@ class KubernetesCoordinator:
             "spec": spec,
         }
 
-    def acquire(self, policy: PoolPolicy) -> Grant:
+    def acquire(self, policy: PoolPolicy, image: str = "") -> Grant:
         pool = policy.name
         leases = self.api.list_leases(self.namespace, f"{POOL_LABEL}={pool}")
         mine = [le for le in leases if (le.get("spec") or {}).get("holderIdentity") == self.node]
@@ -157,6 +167,14 @@ class KubernetesCoordinator:
         selector = selector_string(policy.node_selector)
         nodes = self.api.list_nodes(selector) if selector else []
         names = {n["metadata"]["name"] for n in nodes}
+        if policy.rollout is not None and image:
+            views = [rollout.node_view(n) for n in nodes]
+            if self.node not in names:
+                views.append(rollout.NodeView(self.node))
+            state = rollout.progress(policy.rollout, views, image, self.clock())
+            may, why = state.may_start(self.node)
+            if not may:
+                return Grant(False, why)
         size = len(names | {self.node})
         limit = max_unavailable(policy.max_unavailable, size)
         holders = {h for le in leases if (h := self._live_holder(le)) and h != self.node}
@@ -255,26 +273,29 @@ class KubernetesCoordinator:
 
     def report(self, report: Report) -> None:
         annotations = {
-            ANNOTATION_PREFIX + "state": report.phase,
-            ANNOTATION_PREFIX + "reason": report.reason[:1000],
-            ANNOTATION_PREFIX + "current-image": report.current_image,
-            ANNOTATION_PREFIX + "desired-image": report.desired_image,
+            rollout.STATE: report.phase,
+            rollout.REASON: report.reason[:1000],
+            rollout.CURRENT_IMAGE: report.current_image,
+            rollout.DESIRED_IMAGE: report.desired_image,
+            rollout.POOL: report.pool,
+            rollout.STATE_SINCE: _micro_time(report.since)[:-8] + "Z" if report.since else "",
         }
         if not self._reported:  # a new process (e.g. --once): what does the node say?
             current = self.api.get_node(self.node)["metadata"].get("annotations") or {}
             self._reported = {k: v for k, v in current.items() if k in annotations}
-            self._last_phase = self._reported.get(ANNOTATION_PREFIX + "state", "")
+            self._last_phase = self._reported.get(rollout.STATE, "")
         if annotations == self._reported:
             return
         self.api.patch_node(self.node, {"metadata": {"annotations": annotations}})
         self._reported = annotations
-        if report.phase != self._last_phase and report.phase in ("rolled-back", "degraded"):
-            self._event(report)
+        finished = report.phase != "done" or self._last_phase in rollout.IN_FLIGHT_PHASES
+        if report.phase != self._last_phase and report.phase in EVENT_REASONS and finished:
+            self._event(report)  # "done" only after an update, not at every start
         self._last_phase = report.phase
 
     def _event(self, report: Report) -> None:
         now = _micro_time(self.clock())[:-8] + "Z"
-        reason = "RolledBack" if report.phase == "rolled-back" else "UpdateDegraded"
+        reason, kind = EVENT_REASONS[report.phase]
         try:
             self.api.create_event(
                 "default",
@@ -285,7 +306,7 @@ class KubernetesCoordinator:
                     "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": self.node},
                     "reason": reason,
                     "message": report.reason[:1000],
-                    "type": "Warning",
+                    "type": kind,
                     "source": {"component": "reconciler-agent", "host": self.node},
                     "firstTimestamp": now,
                     "lastTimestamp": now,

@@ -47,6 +47,8 @@ class PoolPolicy:
     push_spec: str | None = None
     """The pool's MachineOSConfig `renderedImagePushSpec`: the only repository its pins
     may name (None: no MachineOSConfig, so no pin is trusted)."""
+    rollout: model.Rollout | None = None
+    """The MachineOSConfig's progressive rollout (canary, soak, pause threshold)."""
 
     @classmethod
     def of(
@@ -58,6 +60,7 @@ class PoolPolicy:
             paused=pool.spec.paused,
             node_selector=pool.spec.node_selector,
             push_spec=os_config.spec.rendered_image_push_spec if os_config else None,
+            rollout=os_config.spec.rollout if os_config else None,
         )
 
 

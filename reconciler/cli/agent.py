@@ -21,6 +21,7 @@ import click
 from reconciler import extras
 from reconciler.adapters import bootc as bootc_mod
 from reconciler.adapters import git
+from reconciler.adapters import metrics as metrics_server
 from reconciler.agent import health
 from reconciler.agent.agent import Agent, AgentConfig
 from reconciler.agent.coordination import Coordinator, FleetLock, NoCoordination
@@ -143,6 +144,12 @@ def _split(command: str, option: str) -> list[str]:
     is_flag=True,
     help="Do not apply core's SSH keys and password hash live.",
 )
+@click.option(
+    "--metrics-addr",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at /metrics and the probes /healthz and /readyz "
+    "(e.g. :8082). Not with --once.",
+)
 @git_auth_options
 @output_option("With --once: the step's outcome as a line or one AgentStep document.")
 def agent_command(  # click passes every option by keyword
@@ -176,12 +183,20 @@ def agent_command(  # click passes every option by keyword
     host_root: Path,
     chpasswd: str,
     no_live_settings: bool,
+    metrics_addr: str | None,
     git_auth: git.GitAuth | None,
     output: str,
 ) -> None:
     """Apply this machine's pool pin with `bootc switch`, a few machines at a time."""
     if output == "json" and not once:
         raise click.UsageError("--output json needs --once (one document per step)")
+    if metrics_addr and once:
+        raise click.UsageError("--metrics-addr is for the long-running agent, not --once")
+    if metrics_addr:
+        try:
+            metrics_server.parse_addr(metrics_addr)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics-addr") from None
     node_name = node or socket.gethostname()
     signers = _allowed_signers(allowed_signers, host_root)
     source = GitPinSource(repo_url, state_dir / "git", branch, git_auth, signers=signers)
@@ -210,6 +225,18 @@ def agent_command(  # click passes every option by keyword
         coordinator = FleetLock(fleetlock_url, node_name)
     else:
         coordinator = NoCoordination()
+
+    heartbeat = None
+    if metrics_addr:
+        # imported only here: prometheus_client is not worth loading for a --once step
+        from reconciler.agent.metrics import AgentMetrics  # noqa: PLC0415
+
+        agent_metrics = AgentMetrics(node_name)
+        coordinator = agent_metrics.wrap(coordinator)
+        # a step waits at most for bootc (status, switch) and the health checks
+        busy = status_timeout * 3 + switch_timeout + health_timeout * (len(health_checks) + 1)
+        heartbeat = metrics_server.Heartbeat(idle_max=2 * interval + 60, busy_max=busy + 300)
+        metrics_server.MetricsServer(metrics_addr, agent_metrics.registry, heartbeat).start()
 
     if pool is None:
         if node is None:
@@ -266,13 +293,21 @@ def agent_command(  # click passes every option by keyword
             # The pool may come with a later commit: wait for it, saying so once, in
             # the log and wherever the agent reports its state (node annotations).
             agent.cannot_follow(str(missing))
+            if heartbeat is not None:
+                heartbeat.beat()  # alive, waiting for the pool; not ready
+                heartbeat.ready(False, str(missing))
             line = f"{pool}: error: {missing}"
             if line != last:
                 log.error("%s", line)
                 last = line
             time.sleep(interval)
             continue
+        if heartbeat is not None:
+            heartbeat.beat(busy=True)
         state = agent.step()
+        if heartbeat is not None:
+            heartbeat.beat()
+            heartbeat.ready()
         line = f"{pool}: {state.phase}" + (f": {state.reason}" if state.reason else "")
         if once:
             if output == "json":

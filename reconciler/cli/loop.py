@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -11,7 +13,9 @@ from typing import Any
 
 import click
 
+from reconciler import extras
 from reconciler.adapters import builders, git
+from reconciler.adapters import metrics as metrics_server
 from reconciler.adapters.registry import signatures
 from reconciler.cli.options import (
     ContainerfileBuilder,
@@ -79,6 +83,38 @@ from reconciler.review import output as review_output
     "Git's SSH signature format: `git verify-commit` with gpg.format=ssh accepts it.",
 )
 @image_signing_option
+@click.option(
+    "--metrics-addr",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics at /metrics and the probes /healthz and /readyz "
+    "(e.g. :8081). Not with --once.",
+)
+@click.option(
+    "--leader-elect",
+    is_flag=True,
+    help="Run passes only while holding the coordination.k8s.io Lease 'reconciler-leader' "
+    "in --namespace (for replicas > 1); the others stand by.",
+)
+@click.option(
+    "--cluster-status",
+    is_flag=True,
+    help="Keep a BootcPool per pool in --namespace (conditions, pin, fleet counts, rollout) "
+    "and record Events on its transitions.",
+)
+@click.option(
+    "--namespace",
+    default=lambda: os.environ.get("POD_NAMESPACE", "default"),
+    help="Namespace of the leader Lease, the BootcPools and their Events "
+    "(default $POD_NAMESPACE, else 'default').",
+)
+@click.option(
+    "--leader-lease-duration",
+    type=click.FloatRange(min=3),
+    default=15.0,
+    show_default=True,
+    help="Seconds a standby waits for an unrenewed leader Lease before taking over (the "
+    "leader renews every 2s and stands down after 2/3 of this without renewing).",
+)
 @containerfile_builder_option
 @registry_options
 @builder_options
@@ -94,6 +130,11 @@ def run(
     webhook_secret_file: str | None,
     commit_signing_key: str | None,
     image_signer: signatures.KeySigner | None,
+    metrics_addr: str | None,
+    leader_elect: bool,
+    cluster_status: bool,
+    namespace: str,
+    leader_lease_duration: float,
     containerfile_builder: ContainerfileBuilder,
     registry: RegistryOptions,
     builder_opts: dict[str, Any],
@@ -118,13 +159,55 @@ def run(
         raise click.UsageError("--webhook-listen needs --webhook-secret-file")
     if output == "json" and not once:
         raise click.UsageError("--output json needs --once (a report per pass)")
+    if once and (metrics_addr or leader_elect or cluster_status):
+        raise click.UsageError(
+            "--metrics-addr, --leader-elect and --cluster-status are for the long-running "
+            "loop, not --once"
+        )
+    if metrics_addr:
+        _check_addr(metrics_addr)
     require_kubernetes_for(containerfile_builder)
+    if leader_elect or cluster_status:
+        extras.require_kubernetes("--leader-elect and --cluster-status")
     with controller.WorkDirLock(work), registry.client() as client:
-        mirror = git.Mirror(source.url, work / "mirror", source.auth, signing_key=signing_key)
-        available = builders.available(client, work_dir=work, **builder_opts)
-        reconciler = controller.Reconciler(mirror, client, work, settings, available)
+        mirror: Any = git.Mirror(source.url, work / "mirror", source.auth, signing_key=signing_key)
+        registry_client: Any = client
+        metrics = None
+        if metrics_addr:
+            # imported only here: prometheus_client is not worth loading for other commands
+            from reconciler.loop.metrics import LoopMetrics  # noqa: PLC0415
+
+            metrics = LoopMetrics()
+            mirror = metrics.instrument(mirror, "git")
+            registry_client = metrics.instrument(client, "registry")
+        available = builders.available(registry_client, work_dir=work, **builder_opts)
+        reconciler = controller.Reconciler(mirror, registry_client, work, settings, available)
+        forever: dict[str, Any] = {}
+        if not once:
+            forever = {"metrics_addr": metrics_addr, "metrics": metrics,
+                       "busy_max": _busy_max(builder_opts)}  # fmt: skip
+        if leader_elect or cluster_status:
+            from reconciler.adapters import kube  # noqa: PLC0415 - an optional dependency
+
+            api = kube.Kube.connect(builder_opts.get("kubeconfig"))
+            if cluster_status:
+                from reconciler.loop import clusterstatus  # noqa: PLC0415
+
+                rollouts = clusterstatus.RolloutsInGit(mirror)
+                reconciler.observers.append(clusterstatus.ClusterStatus(api, namespace, rollouts))
+            if leader_elect:
+                from reconciler.loop.leader import LeaderElector  # noqa: PLC0415
+
+                identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+                forever["elector"] = LeaderElector(
+                    api, namespace, identity,
+                    lease_duration=leader_lease_duration,
+                    renew_deadline=leader_lease_duration * 2 / 3,
+                    retry_period=min(2.0, leader_lease_duration / 5),
+                )  # fmt: skip
         try:
-            _run(reconciler, source, once, output, interval, webhook_listen, webhook_secret_file)
+            _run(reconciler, source, once, output, interval, webhook_listen, webhook_secret_file,
+                 **forever)  # fmt: skip
         finally:
             reconciler.workers.close()
 
@@ -137,7 +220,10 @@ def _run(
     interval: float,
     webhook_listen: str | None,
     webhook_secret_file: str | None,
+    **forever: Any,
 ) -> None:
+    """One pass (`--once`) and its report, or passes forever (`forever`: the runtime's
+    metrics, probes and leader-election settings)."""
     if once:
         # Only what is due (the remote moved, a retry, the base-image poll): an
         # idle `run --once` from a timer is one ls-remote, and reports what the
@@ -159,8 +245,27 @@ def _run(
             raise SystemExit(1)
         return
     runtime.run_forever(
-        reconciler, source.url, source.branch, interval, webhook_listen, webhook_secret_file
+        reconciler,
+        source.url,
+        source.branch,
+        interval,
+        webhook_listen,
+        webhook_secret_file,
+        **forever,
     )
+
+
+def _check_addr(addr: str) -> None:
+    try:
+        metrics_server.parse_addr(addr)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-addr") from None
+
+
+def _busy_max(builder_opts: Mapping[str, Any]) -> float:
+    """How long a pass may run before liveness fails: a pass builds pools one after
+    another, each bounded by --build-timeout; four of them and some margin."""
+    return 4 * float(builder_opts.get("build_timeout_s") or 3600.0) + 600.0
 
 
 def recorded_reports(recorded: Status) -> dict[str, controller.PoolReport]:
@@ -207,14 +312,38 @@ def _pass_json(report: controller.PassReport) -> dict[str, Any]:
 
 @click.command()
 @git_options
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Read the recorded status from the cluster's BootcPools (in a pod, its service "
+    "account is used without this); otherwise from the work directory.",
+)
+@click.option(
+    "--namespace",
+    default=lambda: os.environ.get("POD_NAMESPACE", "default"),
+    help="Namespace of the BootcPools (default $POD_NAMESPACE, else 'default').",
+)
 @output_option()
 def status(
     source: GitSource,
+    kubeconfig: str | None,
+    namespace: str,
     output: str,
 ) -> None:
     """Each pool's pin in Git, with the conditions the last pass recorded
-    (Ready, Building, Stalled, Held) and its last error."""
-    recorded = StatusStore(source.work / "status.json").load()
+    (Ready, Building, Stalled, Held) and its last error; read from a cluster, the
+    fleet's counts and the rollout too."""
+    cluster = None
+    if kubeconfig or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        extras.require_kubernetes("status from the cluster (--kubeconfig, or in a pod)")
+        from reconciler.adapters import kube  # noqa: PLC0415 - an optional dependency
+        from reconciler.adapters.bootcpools import BootcPools  # noqa: PLC0415
+        from reconciler.loop.clusterstatus import status_from_cluster  # noqa: PLC0415
+
+        objects = BootcPools(kube.Kube.connect(kubeconfig), namespace).list()
+        recorded, cluster = status_from_cluster(objects)
+    else:
+        recorded = StatusStore(source.work / "status.json").load()
     head = git.remote_head(source.url, source.branch, source.auth)
     if head is None:
         raise ConfigError.simple(f"branch {source.branch!r} not found in {git.redact(source.url)}")
@@ -225,7 +354,7 @@ def status(
         pinned = holds.read_pins(mirror, head)
     finally:
         shutil.rmtree(mirror.path, ignore_errors=True)
-    doc = status_document(head, pinned, recorded)
+    doc = status_document(head, pinned, recorded, cluster)
     if output == "json":
         echo_json("Status", _rfc3339_times(doc))
         return
@@ -243,7 +372,10 @@ def _status_text(doc: dict[str, Any], now: float | None = None, color: bool = Fa
         lines.append("no pass recorded in this work directory (conditions unknown)")
     elif not doc["statusIsCurrent"]:
         lines.append(f"last pass saw {str(doc['observedHead'])[:10]}: the remote has moved since")
-    rows = [("POOL", "READY", "STATE", "PIN", "SOURCE", "AGE")]
+    fleet = doc.get("recordedIn") == "cluster"
+    if fleet:
+        lines.append("recorded in the cluster (BootcPools)")
+    rows = [("POOL", "READY", "STATE", "PIN", "SOURCE", "AGE") + (("MACHINES",) if fleet else ())]
     notes: list[str] = []
     for name, pool in sorted(doc["pools"].items()):
         conditions = pool.get("conditions", {})
@@ -258,7 +390,10 @@ def _status_text(doc: dict[str, Any], now: float | None = None, color: bool = Fa
             _short_pin(pool),
             str(pool.get("sourceCommit") or "-")[:10],
             _age(when - since[0]) if since else "-",
-        ))  # fmt: skip
+        ) + ((_machines(pool),) if fleet else ()))  # fmt: skip
+        paused = (pool.get("rollout") or {}).get("phase") == "Paused"
+        if paused:
+            notes.append(f"{name}: {pool['rollout']['reason']}")
         for key in ("Held", "Stalled"):
             if conditions.get(key, {}).get("status"):
                 notes.append(f"{name}: {key.lower()}: {conditions[key]['message'].splitlines()[0]}")
@@ -291,6 +426,15 @@ def _rfc3339_times(doc: dict[str, Any]) -> dict[str, Any]:
             }
         pools[name] = entry
     return {**doc, "lastPass": rfc3339(doc["lastPass"]), "pools": pools}
+
+
+def _machines(pool: Mapping[str, Any]) -> str:
+    """`updated/total` and the degraded ones, as `oc get mcp` counts them."""
+    counts = pool.get("fleet") or {}
+    text = f"{counts.get('updatedMachineCount', 0)}/{counts.get('machineCount', 0)} updated"
+    if counts.get("degradedMachineCount"):
+        text += f", {counts['degradedMachineCount']} degraded"
+    return text
 
 
 def _short_pin(pool: Mapping[str, Any]) -> str:

@@ -13,9 +13,16 @@ Field docstrings are the descriptions in the JSON schemas of `repo-layout/schema
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from reconciler.core import ignition, provenance
@@ -183,6 +190,36 @@ class ContainerFile(StrictModel):
     """Containerfile lines appended after the generated layers."""
 
 
+# A node count or a percentage of the pool: 2, "2", "25%".
+NodeCount = int | Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]{0,5})%?$")]
+
+
+class Rollout(StrictModel):
+    """How a new pin reaches the pool's nodes, beyond `maxUnavailable` (our extension;
+    needs the agents' Kubernetes coordination). Resuming a paused rollout is a Git
+    change: a new pin (a fix or a revert), or a change to this policy."""
+
+    canary: NodeCount | None = None
+    """The first batch: this many nodes (or a percentage of the pool, rounded up, at
+    least 1) update first; the rest wait until every canary node runs the pin and has
+    stayed healthy for `soakSeconds`. Absent: no canary batch."""
+    soak_seconds: int = Field(default=0, ge=0, le=30 * 24 * 3600)
+    """How long each canary node must have been done (booted the pin, health checks
+    passed) and Ready before the other nodes start."""
+    max_degraded: NodeCount = 0
+    """Pause the pool's rollout when more nodes than this (or this percentage of the
+    pool, rounded down) are degraded or rolled back on the pin, or when any canary node
+    is. Nodes already updating finish; no node starts."""
+
+    @model_validator(mode="after")
+    def _counts_are_not_negative(self) -> Rollout:
+        for name in ("canary", "max_degraded"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value < 0:
+                raise ValueError(f"{to_camel(name)} must not be negative")
+        return self
+
+
 class MachineOSConfigSpec(StrictModel):
     machine_config_pool: NameRef
     """The pool this config builds images for; must equal `metadata.name`."""
@@ -202,6 +239,9 @@ class MachineOSConfigSpec(StrictModel):
     architecture: Literal["amd64", "arm64", "ppc64le", "s390x"] | None = None
     """Our extension: the architecture of the pool's machines (default from
     ReconcilerConfig, else amd64); picks the manifest from a multi-arch base image."""
+    rollout: Rollout | None = None
+    """Our extension: a progressive rollout of the pool's pins (canary batch, soak,
+    automatic pause). Not an input of the image: changing it rebuilds nothing."""
 
 
 class MachineOSConfig(StrictModel):

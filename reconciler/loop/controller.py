@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from reconciler import failpoints
 from reconciler.adapters.git import CommitInfo, Mirror
@@ -25,7 +25,16 @@ from reconciler.adapters.registry import RegistryClient
 from reconciler.core import cosign, decision, history, load, model, pins, poolplan
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
 from reconciler.loop import building, holds, parallel, planning, sources
-from reconciler.loop.status import PoolStatus, StatusStore
+from reconciler.loop.status import (
+    BUILDING,
+    HELD,
+    READY,
+    STALLED,
+    PoolStatus,
+    Reason,
+    Status,
+    StatusStore,
+)
 
 log = logging.getLogger("reconciler.controller")  # the logger keeps its name across moves
 
@@ -59,6 +68,9 @@ class PoolReport:
     image: str | None = None
     """The image the pool is pinned to (the pin's; or the status record's, for a pool
     reported from what the last pass recorded)."""
+    builder: str | None = None
+    """Who made or failed to make the image (native, buildah, job, reused), if a build
+    was tried."""
 
     def __post_init__(self) -> None:
         if self.image is None and self.pin is not None:
@@ -81,6 +93,26 @@ class PassReport:
     @property
     def changed(self) -> list[str]:
         return sorted(p for p, r in self.pools.items() if r.state == "pinned")
+
+
+@dataclass(frozen=True)
+class PassOutcome:
+    """What observers (metrics, the cluster status, the heartbeat) learn of each pass."""
+
+    report: PassReport | None
+    """None when the pass failed as a whole (`error`)."""
+    error: BaseException | None
+    seconds: float
+    status: Status
+    """The status after the pass (read it, do not change it)."""
+
+
+class PassObserver(Protocol):
+    def pass_started(self) -> None: ...
+
+    def pass_finished(self, outcome: PassOutcome) -> None:
+        """Called after every pass of `run`; must not raise (it is logged if it does)."""
+        ...
 
 
 class Reconciler:
@@ -111,6 +143,7 @@ class Reconciler:
         self.pin_cache: holds.PinCache = {}
         self.workers = parallel.RegistryWorkers(registry, settings.registry_connections)
         self._save_lock = threading.Lock()
+        self.observers: list[PassObserver] = []
 
     # --- the pass -------------------------------------------------------------------------
 
@@ -246,7 +279,7 @@ class Reconciler:
             if plan.builder != "native" and not live_only:
                 # Containerfile builds take a while: say so before, for `status`
                 # (a live-only change finds the pinned image: nothing to build).
-                if pool_status.set("Building", True, "Building", f"{plan.builder} build of "
+                if pool_status.set(BUILDING, True, Reason.BUILDING, f"{plan.builder} build of "
                                    f"{plan.target}", self.clock()):  # fmt: skip
                     log.info("pool %s: building image for inputs %s with %s", plan.pool,
                              plan.inputs_digest[:19], plan.builder)  # fmt: skip
@@ -259,16 +292,20 @@ class Reconciler:
             transient = is_transient(exc)
             report.pools[plan.pool] = PoolReport(
                 plan.pool, "failed" if transient else "stalled", _first_lines(exc), existing,
-                transient, None if transient else plan.inputs_digest,
+                transient, None if transient else plan.inputs_digest, plan.builder,
             )  # fmt: skip
             return None
         except Exception as exc:
             log.debug("pool %s: unexpected error", plan.pool, exc_info=True)
             error = InternalError(f"building pool {plan.pool}", exc)
-            report.pools[plan.pool] = PoolReport(plan.pool, "failed", str(error), existing, True)
+            report.pools[plan.pool] = PoolReport(
+                plan.pool, "failed", str(error), existing, True, builder=plan.builder
+            )
             return None
         pin = make_pin(plan, result, source.sha, existing)
-        report.pools[plan.pool] = PoolReport(plan.pool, "pinned", result.built_by, pin)
+        report.pools[plan.pool] = PoolReport(
+            plan.pool, "pinned", result.built_by, pin, builder=result.built_by
+        )
         return history.PinChange(pin, existing)
 
     def _commit(self, head: str, source: CommitInfo, changes: list[history.PinChange]) -> str:
@@ -323,11 +360,15 @@ class Reconciler:
         the next pass at once. Errors of a whole pass are logged and retried."""
         failures = 0
         while not stop.is_set():
+            self._notify(None)
+            started = time.monotonic()
             try:
-                self.reconcile_once()
+                report = self.reconcile_once()
                 failures = 0
                 wait = self.next_wakeup(interval)
+                self._notify(PassOutcome(report, None, time.monotonic() - started, self.status))
             except Exception as exc:
+                self._notify(PassOutcome(None, exc, time.monotonic() - started, self.status))
                 failures += 1
                 wait = min(interval, 2.0 ** min(failures, 8))
                 if not isinstance(exc, ReconcilerError):
@@ -337,6 +378,19 @@ class Reconciler:
                 log.log(level, "pass failed (retrying in %.0fs): %s", wait, exc)
             trigger.wait(wait)
             trigger.clear()
+
+    def _notify(self, outcome: PassOutcome | None) -> None:
+        """Tell the observers a pass starts (None) or how it ended; their failures are
+        theirs (logged), never the pass's."""
+        for observer in self.observers:
+            try:
+                if outcome is None:
+                    observer.pass_started()
+                else:
+                    observer.pass_finished(outcome)
+            except Exception as exc:
+                log.warning("observer %s failed: %s", type(observer).__name__, exc)
+                log.debug("observer failure", exc_info=True)
 
 
 def make_pin(
@@ -383,38 +437,38 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
         pool.image = result.pin.spec.image
         pool.source_commit = result.pin.spec.source_commit
         pool.inputs_digest = result.pin.spec.inputs_digest
-    changed.append(pool.set("Building", False, "Idle", "", now))
+    changed.append(pool.set(BUILDING, False, Reason.IDLE, "", now))
     pool.failed_inputs = result.inputs_digest if result.state == "stalled" else None
     if result.state in ("pinned", "unchanged"):
         pool.clear_failures()
         pool.last_error = None
         changed += [
-            pool.set("Ready", True, "Pinned", f"pinned to {pool.image}", now),
-            pool.set("Stalled", False, "", "", now),
-            pool.set("Held", False, "", "", now),
+            pool.set(READY, True, Reason.PINNED, f"pinned to {pool.image}", now),
+            pool.set(STALLED, False, "", "", now),
+            pool.set(HELD, False, "", "", now),
         ]
     elif result.state == "held":
         pool.clear_failures()
         changed += [
-            pool.set("Ready", True, "Held", result.message, now),
-            pool.set("Held", True, "ManualPin", result.message, now),
-            pool.set("Stalled", False, "", "", now),
+            pool.set(READY, True, Reason.HELD, result.message, now),
+            pool.set(HELD, True, Reason.MANUAL_PIN, result.message, now),
+            pool.set(STALLED, False, "", "", now),
         ]
     elif result.state == "stalled":
         pool.clear_failures()
         pool.last_error = result.message
         changed += [
-            pool.set("Ready", False, "ConfigError", result.message, now),
-            pool.set("Stalled", True, "ConfigError", result.message, now),
+            pool.set(READY, False, Reason.CONFIG_ERROR, result.message, now),
+            pool.set(STALLED, True, Reason.CONFIG_ERROR, result.message, now),
         ]
     elif result.state == "failed":
         pool.fail_transient(result.message, now)
         changed += [
-            pool.set("Ready", False, "RetryingAfterError", result.message, now),
-            pool.set("Stalled", False, "", "", now),
+            pool.set(READY, False, Reason.RETRYING, result.message, now),
+            pool.set(STALLED, False, "", "", now),
         ]
     elif result.state == "unmanaged":
-        changed.append(pool.set("Ready", False, "Unmanaged", result.message, now))
+        changed.append(pool.set(READY, False, Reason.UNMANAGED, result.message, now))
     if any(changed):
         level = logging.WARNING if result.state in ("stalled", "failed") else logging.INFO
         detail = f" ({result.message.splitlines()[0]})" if result.message else ""

@@ -38,7 +38,38 @@ from reconciler.core import pins
 
 log = logging.getLogger("reconciler.status")  # the logger keeps its name across moves
 
-CONDITIONS = ("Ready", "Building", "Stalled", "Held")
+# Condition types (Flux's `condition_types.go` names, plus Held).
+READY = "Ready"
+BUILDING = "Building"
+STALLED = "Stalled"
+HELD = "Held"
+CONDITIONS = (READY, BUILDING, STALLED, HELD)
+
+
+class Reason:
+    """Condition reasons, one name each (CamelCase, as Kubernetes conditions want)."""
+
+    PINNED = "Pinned"
+    """Ready: the pin is the image for the pool's current inputs."""
+    HELD = "Held"
+    """Ready: a pin someone else set is kept (see Held)."""
+    MANUAL_PIN = "ManualPin"
+    """Held: a commit not by the reconciler set the pin; kept until inputs change."""
+    CONFIG_ERROR = "ConfigError"
+    """Ready False, Stalled: the pool's config cannot be built until a commit fixes it."""
+    RETRYING = "RetryingAfterError"
+    """Ready False: a transient failure (registry, network, Git); retried with backoff."""
+    UNMANAGED = "Unmanaged"
+    """Ready False: the pool has no MachineOSConfig, so nothing is built for it."""
+    BUILDING = "Building"
+    """Building: a Containerfile build is running."""
+    IDLE = "Idle"
+    """Building False."""
+    AS_EXPECTED = "AsExpected"
+    """A condition that is False because nothing is wrong (OpenShift's word): what an
+    empty internal reason becomes in the cluster."""
+
+
 MAX_BACKOFF_S = 300.0
 FIRST_BACKOFF_S = 5.0
 
@@ -261,10 +292,14 @@ def _pool_json(pool: PoolStatus) -> dict[str, Any]:
 
 
 def status_document(
-    head: str, pinned: Mapping[str, pins.Pin | pins.PinError], recorded: Status
+    head: str,
+    pinned: Mapping[str, pins.Pin | pins.PinError],
+    recorded: Status,
+    cluster: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What `reconciler status` shows: the pins in Git at `head` and what the last pass
-    recorded (times as Unix seconds; the CLI prints them as RFC 3339)."""
+    recorded (times as Unix seconds; the CLI prints them as RFC 3339); with `cluster`
+    (read from the BootcPools), each pool's fleet counts and rollout too."""
     pools: dict[str, Any] = {}
     for name, pin in sorted(pinned.items()):
         if isinstance(pin, pins.PinError):
@@ -281,7 +316,10 @@ def status_document(
         entry["lastError"] = state.last_error
         if state.retry_at:
             entry["retryAt"] = state.retry_at
+    for name, extra in (cluster or {}).items():
+        pools.setdefault(name, {"pin": None}).update(extra)
     return {
+        "recordedIn": "work-dir" if cluster is None else "cluster",
         "head": head,
         "observedHead": recorded.observed_head,
         "statusIsCurrent": recorded.observed_head == head,

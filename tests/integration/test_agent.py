@@ -39,9 +39,9 @@ class RecordingCoordinator(NoCoordination):
     def _note(self, what: str) -> None:
         self.events.append((what, self.store.load().phase.value))
 
-    def acquire(self, policy: PoolPolicy):  # type: ignore[no-untyped-def]
+    def acquire(self, policy: PoolPolicy, image: str = ""):  # type: ignore[no-untyped-def]
         self._note("acquire")
-        return super().acquire(policy)
+        return super().acquire(policy, image)
 
     def release(self, policy: PoolPolicy) -> None:
         self._note("release")

@@ -25,12 +25,21 @@ K8S_VERSIONS = ("1.30.0", "1.37.0")
 ROOT = DEPLOY.parent
 
 
-def manifests() -> list[tuple[str, dict[str, Any]]]:
+# The Prometheus Operator's kinds (deploy/monitoring/) are not Kubernetes': their schema is
+# the operator's CRD, which we do not ship; test_the_service_monitors_find_the_metrics
+# checks what they must get right.
+OPERATOR_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def manifests(*, kubernetes_only: bool = True) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for path in sorted(DEPLOY.rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") != "Kustomization":
-                out.append((f"{path.relative_to(DEPLOY)}:{doc['kind']}", doc))
+            if not doc or doc.get("kind") == "Kustomization":
+                continue
+            if kubernetes_only and (doc.get("apiVersion"), doc.get("kind")) in OPERATOR_KINDS:
+                continue
+            out.append((f"{path.relative_to(DEPLOY)}:{doc['kind']}", doc))
     return out
 
 
@@ -99,6 +108,7 @@ def test_kustomize_output_validates_strictly(overlay: str) -> None:
     docs = built(overlay)
     kinds = {d["kind"] for d in docs}
     assert {"Deployment", "DaemonSet", "ValidatingAdmissionPolicy", "Namespace"} <= kinds
+    assert "CustomResourceDefinition" in kinds  # BootcPool
     for doc in docs:
         for version in K8S_VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -237,3 +247,61 @@ def test_the_reconcilers_role_covers_every_job_builder_call() -> None:
     have = granted(built("."), "reconciler")
     assert used <= have, f"missing: {sorted(used - have)}"
     assert ("secrets", "list") not in have  # least privilege: no verb the code never uses
+
+
+def test_the_reconcilers_status_and_leader_rights_are_exactly_what_it_uses() -> None:
+    # reconciler/loop/clusterstatus.py, leader.py and adapters/bootcpools.py, call by call;
+    # the fake API enforces these in tests/integration/test_cluster_status.py
+    have = granted(built("."), "reconciler")
+    assert {
+        ("bootcpools", "get"), ("bootcpools", "list"), ("bootcpools", "create"),
+        ("bootcpools", "delete"), ("bootcpools/status", "update"), ("events", "create"),
+        ("leases", "create"), ("leases", "get"), ("leases", "update"), ("nodes", "list"),
+    } <= have  # fmt: skip
+    assert ("nodes", "patch") not in have and ("bootcpools", "update") not in have
+    role = _one(built("."), "Role", "reconciler-status")
+    named = [r for r in role["rules"] if "get" in r["verbs"] and r["resources"] == ["leases"]]
+    assert named[0]["resourceNames"] == ["reconciler-leader"]  # not the agents' slot Leases
+
+
+def test_the_reconciler_runs_two_replicas_with_leader_election_and_probes() -> None:
+    docs = built(".")
+    dep = _one(docs, "Deployment", "reconciler")
+    assert dep["spec"]["replicas"] == 2
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert "--leader-elect" in container["args"]
+    assert "--cluster-status" in container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert f"--metrics-addr=:{ports['metrics']}" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    env = {e["name"] for e in container["env"]}
+    assert {"POD_NAME", "POD_NAMESPACE"} <= env
+
+
+def test_the_service_monitors_find_the_metrics() -> None:
+    docs = built(".")
+    monitors = [d for _, d in manifests(kubernetes_only=False) if d["kind"] == "ServiceMonitor"]
+    assert {m["metadata"]["name"] for m in monitors} == {"reconciler", "reconciler-agent"}
+    for monitor in monitors:
+        ns = monitor["metadata"]["namespace"]
+        want = monitor["spec"]["selector"]["matchLabels"]
+        services = [
+            d for d in docs
+            if d["kind"] == "Service" and d["metadata"]["namespace"] == ns
+            and want.items() <= d["metadata"].get("labels", {}).items()
+        ]  # fmt: skip
+        assert len(services) == 1, monitor["metadata"]["name"]
+        (service,) = services
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+        assert all(e["path"] == "/metrics" for e in monitor["spec"]["endpoints"])
+        # the Service reaches a container port of that name
+        pods = [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")
+                and d["metadata"]["namespace"] == ns]  # fmt: skip
+        target = {p["targetPort"] for p in service["spec"]["ports"]}
+        container_ports = {
+            p["name"] for d in pods for c in d["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }  # fmt: skip
+        assert target <= container_ports
