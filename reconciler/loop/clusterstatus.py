@@ -107,32 +107,16 @@ def _keep_transition_times(new: dict[str, Any], old: Mapping[str, Any], now: flo
             cond["lastTransitionTime"] = prev["lastTransitionTime"] if same else rfc3339(now)  # type: ignore[index]
 
 
-class ClusterStatus:
-    """Writes BootcPools and their Events (see the module docstring)."""
+class RolloutsInGit:
+    """Each pool's MachineOSConfig `rollout` at a head of the mirror, loaded again only
+    when the head moves."""
 
-    def __init__(
-        self,
-        api: kubeapi.Kube,
-        namespace: str,
-        mirror: Mirror,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.api = api
-        self.namespace = namespace
-        self.pools = BootcPools(api, namespace)
+    def __init__(self, mirror: Mirror) -> None:
         self.mirror = mirror
-        self.clock = clock
         self._head: str | None = None
         self._policies: dict[str, model.Rollout | None] = {}
 
-    def pass_started(self) -> None:
-        pass
-
-    def pass_finished(self, outcome: PassOutcome) -> None:
-        self.publish(outcome.status)
-
-    def _rollouts(self, head: str) -> dict[str, model.Rollout | None]:
-        """Each pool's `rollout` at `head` (loaded again only when the head moves)."""
+    def __call__(self, head: str) -> Mapping[str, model.Rollout | None]:
         if head != self._head:
             try:
                 repo = load.load_repository(self.mirror.read_files(head, load.is_config_path))
@@ -145,12 +129,36 @@ class ClusterStatus:
             self._head = head
         return self._policies
 
+
+class ClusterStatus:
+    """Writes BootcPools and their Events (see the module docstring)."""
+
+    def __init__(
+        self,
+        api: kubeapi.Kube,
+        namespace: str,
+        rollouts: Callable[[str], Mapping[str, model.Rollout | None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.pools = BootcPools(api, namespace)
+        self.rollouts = rollouts
+        """Each pool's rollout policy at a head (`RolloutsInGit`)."""
+        self.clock = clock
+
+    def pass_started(self) -> None:
+        pass
+
+    def pass_finished(self, outcome: PassOutcome) -> None:
+        self.publish(outcome.status)
+
     def publish(self, status: Status) -> None:
         if status.observed_head is None:
             return
         now = self.clock()
         nodes = [rollout.node_view(n) for n in self.api.list_nodes(None)]
-        policies = self._rollouts(status.observed_head)
+        policies = self.rollouts(status.observed_head)
         existing = {o["metadata"]["name"]: o for o in self.pools.list()}
         for name, pool in sorted(status.pools.items()):
             members = [n for n in nodes if n.pool == name]

@@ -284,7 +284,9 @@ def test_ten_agents_converge_two_at_a_time_roll_back_one_and_follow_a_revert(
     assert notes["current-image"] == f"{REPO}@{A}"
     assert notes["desired-image"] == f"{REPO}@{B}"
     events = kubeapi.list("events", "default")
-    warnings = [(e["reason"], e["involvedObject"]["name"]) for e in events if e["type"] == "Warning"]
+    warnings = [
+        (e["reason"], e["involvedObject"]["name"]) for e in events if e["type"] == "Warning"
+    ]
     assert warnings == [("RolledBack", bad)]
     updated = sorted(e["involvedObject"]["name"] for e in events if e["reason"] == "Updated")
     assert updated == sorted(set(fleet.agents) - {bad})  # one Normal event per node updated
