@@ -12,7 +12,10 @@ Stand-ins, at our own boundary only (there is no API server or bootc binary here
 - Kubernetes: `tests/fixtures/kubeapi.py`, an in-process HTTP server that speaks the
   real REST paths the `kubernetes` client uses and enforces resourceVersion conflicts
   and PodDisruptionBudget refusals, and, when a test enables it, the RBAC of `deploy/`
-  (ServiceAccount tokens, 403 for a verb no Role grants) and the agent's node fence;
+  (ServiceAccount tokens, 403 for a verb no Role grants) and the agent's node fence; it
+  serves CustomResourceDefinitions (deploy/'s BootcPool) with their status subresource,
+  schema validation and printer columns, and legacy discovery, so the real `kubectl`
+  (the Debian binary on this machine) can `get` from it;
 - bootc (and the systemd calls the agent makes: reboot, soft-reboot, SoftRebootsCount,
   is-active): `tests/fixtures/bootc.py`, a stand-in command that follows the
   documented CLI contract and bootc's sources (reference `bootc-contract.md` §7-8:
