@@ -13,16 +13,10 @@ Field docstrings are the descriptions in the JSON schemas of `repo-layout/schema
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from reconciler.core import ignition, provenance
@@ -190,8 +184,22 @@ class ContainerFile(StrictModel):
     """Containerfile lines appended after the generated layers."""
 
 
-# A node count or a percentage of the pool: 2, "2", "25%".
-NodeCount = int | Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]{0,5})%?$")]
+_NODE_COUNT_RE = re.compile(r"^(0|[1-9][0-9]{0,5})%?$")
+
+
+def _node_count(value: object) -> object:
+    ok = (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 999999) or (
+        isinstance(value, str) and _NODE_COUNT_RE.match(value)
+    )
+    if not ok:
+        raise ValueError(
+            f"{value!r} is neither a node count nor a percentage; write e.g. 2 or '10%'"
+        )
+    return value
+
+
+# A node count or a percentage of the pool: 2, "2", "25%" (one error for anything else).
+NodeCount = Annotated[int | str, BeforeValidator(_node_count)]
 
 
 class Rollout(StrictModel):
@@ -210,14 +218,6 @@ class Rollout(StrictModel):
     """Pause the pool's rollout when more nodes than this (or this percentage of the
     pool, rounded down) are degraded or rolled back on the pin, or when any canary node
     is. Nodes already updating finish; no node starts."""
-
-    @model_validator(mode="after")
-    def _counts_are_not_negative(self) -> Rollout:
-        for name in ("canary", "max_degraded"):
-            value = getattr(self, name)
-            if isinstance(value, int) and value < 0:
-                raise ValueError(f"{to_camel(name)} must not be negative")
-        return self
 
 
 class MachineOSConfigSpec(StrictModel):
