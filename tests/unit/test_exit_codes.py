@@ -79,6 +79,11 @@ def test_a_mistyped_option_is_a_usage_error(command: str) -> None:
         ["agent", "--repo", str(EXAMPLES)],  # neither --pool nor --node
         ["agent", "--repo", str(EXAMPLES), "--pool", "worker", "-o", "json"],
         ["agent", "--repo", str(EXAMPLES), "--pool", "w", "--coordination", "fleetlock"],
+        ["run", "--repo", str(EXAMPLES), "--once", "--metrics-addr", ":8081"],
+        ["run", "--repo", str(EXAMPLES), "--once", "--leader-elect"],
+        ["run", "--repo", str(EXAMPLES), "--metrics-addr", "8081"],  # not HOST:PORT
+        ["agent", "--repo", str(EXAMPLES), "--pool", "w", "--once", "--metrics-addr", ":1"],
+        ["agent", "--repo", str(EXAMPLES), "--pool", "w", "--metrics-addr", "host:port"],
     ],
     ids=lambda argv: " ".join(argv[:1] + [a for a in argv[1:] if a.startswith("-")]),
 )

@@ -79,3 +79,30 @@ def test_warnings_survive_a_save_and_a_load(tmp_path) -> None:  # type: ignore[n
     store = StatusStore(tmp_path / "status.json")
     store.save(Status(warnings=["a.yaml:1: colour: unknown key"]))
     assert store.load().warnings == ["a.yaml:1: colour: unknown key"]
+
+
+def test_read_from_the_cluster_the_table_counts_machines_and_names_a_paused_rollout() -> None:
+    fleet = {"machineCount": 10, "updatedMachineCount": 1, "readyMachineCount": 1,
+             "unavailableMachineCount": 0, "degradedMachineCount": 1}  # fmt: skip
+    doc = {
+        **DOC,
+        "recordedIn": "cluster",
+        "pools": {
+            "worker": {
+                **DOC["pools"]["worker"],
+                "fleet": fleet,
+                "rollout": {"phase": "Paused", "reason": "rollout of sha256:ab12 paused: "
+                            "canary node n0 failed; resume with a new pin"},
+            },
+        },
+    }  # fmt: skip
+    lines = _status_text(doc, now=NOW).splitlines()
+    assert "recorded in the cluster (BootcPools)" in lines
+    header = next(line for line in lines if line.startswith("POOL"))
+    assert header.split()[-1] == "MACHINES"
+    row = next(line for line in lines if line.startswith("worker"))
+    assert row.endswith("1/10 updated, 1 degraded")
+    assert (
+        "worker: rollout of sha256:ab12 paused: canary node n0 failed; resume with a new pin"
+        in lines
+    )
