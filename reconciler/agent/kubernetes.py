@@ -31,6 +31,7 @@ Stage: the agent's gate in a cluster (DaemonSet). Inputs: the API (through
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -168,9 +169,13 @@ class KubernetesCoordinator:
         nodes = self.api.list_nodes(selector) if selector else []
         names = {n["metadata"]["name"] for n in nodes}
         if policy.rollout is not None and image:
-            views = [rollout.node_view(n) for n in nodes]
-            if self.node not in names:
-                views.append(rollout.NodeView(self.node))
+            # the pool's nodes as their agents report them (as the reconciler counts
+            # them): a node of a custom pool that `worker`'s selector also matches, or
+            # one whose agent never reported, is not a candidate for the canary
+            everyone = [rollout.node_view(n) for n in nodes]
+            me = next((v for v in everyone if v.name == self.node), None)
+            views = [v for v in everyone if v.pool == pool and v.name != self.node]
+            views.append(dataclasses.replace(me, pool=pool) if me else rollout.NodeView(self.node))
             state = rollout.progress(policy.rollout, views, image, self.clock())
             may, why = state.may_start(self.node)
             if not may:
