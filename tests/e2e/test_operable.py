@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.adapters import kube
 from reconciler.loop import clusterstatus, controller, runtime
 from reconciler.loop.leader import LEASE_NAME, LeaderElector
+from reconciler.loop.metrics import LoopMetrics
 from tests.e2e.test_loop import Fleet, change_chrony
 from tests.e2e.test_run import (
     fleet,
@@ -241,3 +243,40 @@ def test_two_replicas_one_leader_builds_and_the_other_takes_over(
     # a clean stop gives the Lease back at once
     assert not kubeapi.get("leases", LEASE_NAME, NS)["spec"]["holderIdentity"]
     shutil.rmtree(tmp_path / "elsewhere", ignore_errors=True)
+
+
+def test_a_push_race_counts_a_retry_and_a_rejected_push(fleet: Fleet) -> None:
+    metrics = LoopMetrics()
+    r = fleet.reconciler("racer")
+    plain = r.mirror
+    original = plain.push
+    pushes = []
+
+    def push_after_someone_else(*args: Any, **kw: Any) -> None:
+        if not pushes:  # another writer lands first: this push is rejected (CAS)
+            fleet.commit({"NOTES.md": "someone else\n"}, "docs: a note")
+        pushes.append(args)
+        original(*args, **kw)
+
+    plain.push = push_after_someone_else  # type: ignore[method-assign]
+    r.mirror = metrics.instrument(plain, "git")
+    stop, trigger = threading.Event(), threading.Event()
+
+    class StopAfterOne:
+        def pass_started(self) -> None:
+            pass
+
+        def pass_finished(self, outcome: controller.PassOutcome) -> None:
+            stop.set()
+
+    r.observers += [metrics, StopAfterOne()]
+    r.run(stop, trigger, 0.1)
+    assert len(pushes) == 2
+    newest, before = fleet.log()[:2]
+    assert newest.startswith("pin ")
+    assert before == "docs: a note"  # the pins went on top of the other writer's commit
+    text = prometheus_client.generate_latest(metrics.registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert sample(families, "reconciler_push_retries_total") == 1
+    assert sample(families, "reconciler_git_errors_total", operation="push", kind="rejected") == 1
+    assert sample(families, "reconciler_pin_commits_total") == 1
