@@ -146,12 +146,26 @@ class ClusterStatus:
         self.rollouts = rollouts
         """Each pool's rollout policy at a head (`RolloutsInGit`)."""
         self.clock = clock
+        self._failing = ""
 
     def pass_started(self) -> None:
         pass
 
     def pass_finished(self, outcome: PassOutcome) -> None:
-        self.publish(outcome.status)
+        """Publish; a failure is logged when it starts or changes, not every pass."""
+        try:
+            self.publish(outcome.status)
+        except ReconcilerError as exc:
+            if str(exc) != self._failing:
+                hint = ""
+                if isinstance(exc, kubeapi.NotFound):
+                    hint = "; is the BootcPool CRD applied (kubectl apply -k deploy/crds/)?"
+                log.warning("cannot write the pools' status to the cluster: %s%s", exc, hint)
+            self._failing = str(exc)
+            return
+        if self._failing:
+            log.info("writing the pools' status to the cluster works again")
+        self._failing = ""
 
     def publish(self, status: Status) -> None:
         if status.observed_head is None:

@@ -155,11 +155,17 @@ class LeaderElector:
         """Until `stop`: stand by, acquire, renew; `leading` says where it stands, and
         `on_change(leading)` is called on each change. Releases the Lease at the end."""
         last_renew = self.monotonic()
+        failing = ""
         while not stop.is_set():
             try:
                 ok = self.try_acquire_or_renew()
+                if failing:
+                    log.info("leader election: the API answers again")
+                failing = ""
             except ReconcilerError as exc:
-                log.warning("leader election: %s", exc)
+                if str(exc) != failing:  # once per kind of failure, not every retry
+                    log.warning("leader election: %s", exc)
+                failing = str(exc)
                 ok = False
             now = self.monotonic()
             if ok:

@@ -252,3 +252,20 @@ def test_the_bootcpool_is_what_kubectl_get_shows(kubeapi: FakeKube, tmp_path: Pa
         )
     assert refused.value.status == 422
     assert "status.machineCount" in json.loads(refused.value.body)["message"]
+
+
+def test_a_cluster_without_the_crd_is_reported_once_not_every_pass(
+    kubeapi: FakeKube, caplog: pytest.LogCaptureFixture
+) -> None:
+    from reconciler.loop.controller import PassOutcome
+
+    writer = ClusterStatus(kube.Kube.connect(kubeapi.kubeconfig), NS, lambda head: {})
+    status = Status(observed_head="1" * 40)
+    status.pool("edge").image = f"{REPO}@{B}"
+    for _ in range(3):
+        writer.pass_finished(PassOutcome(None, None, 0.1, status))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "cannot write the pools' status to the cluster" in warnings[0]
+    assert "404" in warnings[0]
+    assert "is the BootcPool CRD applied (kubectl apply -k deploy/crds/)?" in warnings[0]
