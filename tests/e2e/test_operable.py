@@ -40,7 +40,7 @@ from tests.e2e.test_run import (
     wait_for,
 )
 from tests.fixtures.kubeapi import FakeKube
-from tests.integration.test_agent_kubernetes import deploy_docs
+from tests.helpers import deploy_docs
 
 pytestmark = [pytest.mark.registry, pytest.mark.git]
 __all__ = ["fleet", "process"]  # fixtures, used by name

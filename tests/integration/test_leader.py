@@ -12,7 +12,7 @@ import pytest
 from reconciler.adapters import kube
 from reconciler.loop.leader import LEASE_NAME, LeaderElector
 from tests.fixtures.kubeapi import FakeKube
-from tests.integration.test_agent_kubernetes import deploy_docs
+from tests.helpers import deploy_docs
 
 NS = "bootc-gitops"
 

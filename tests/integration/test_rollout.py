@@ -29,7 +29,8 @@ from reconciler.loop.clusterstatus import ClusterStatus
 from reconciler.loop.status import Condition, Status
 from tests.fixtures.bootc import pin_text
 from tests.fixtures.kubeapi import FakeKube
-from tests.integration.test_agent_kubernetes import EDGE, REPO, A, B, Fleet, deploy_docs
+from tests.helpers import deploy_docs
+from tests.integration.test_agent_kubernetes import EDGE, REPO, A, B, Fleet
 
 NS = "bootc-gitops"  # deploy/reconciler's namespace
 C = "sha256:" + "c" * 64
