@@ -228,7 +228,9 @@ def test_two_replicas_one_leader_builds_and_the_other_takes_over(
         since = len(leader.recorder.passes)
         change_chrony(fleet, "ntp7.example.internal")
         wait_for(lambda: len(pinned_lines(fleet)) == 2, timeout=30)
-        assert standby.recorder.builds()  # the new leader built what the commit changed
+        # the new leader built what the commit changed (its observer hears of the pass
+        # just after the push)
+        wait_for(lambda: bool(standby.recorder.builds()), timeout=10)
         assert len(leader.recorder.passes) == since  # the old leader did nothing more
         lease = kubeapi.get("leases", LEASE_NAME, NS)
         assert lease["spec"]["holderIdentity"] == f"reconciler-{standby.name}"
