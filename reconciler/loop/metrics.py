@@ -158,8 +158,11 @@ class _Counted:
     """A transparent proxy: attributes pass through; callables count our errors."""
 
     def __init__(self, target: Any, counter: Counter) -> None:
-        self._target = target
-        self._counter = counter
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_counter", counter)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._target, name, value)  # e.g. the request counters parallel.py folds
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
