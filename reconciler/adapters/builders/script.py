@@ -19,7 +19,7 @@ import base64
 import collections
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -265,9 +265,3 @@ def ca_certificates(
 def env_flags(host: str, insecure: Iterable[str]) -> str:
     """`false` when `host` is a plain-HTTP registry (`--insecure-registry`), else `true`."""
     return "false" if host in set(insecure) else "true"
-
-
-def redacted_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The script's variables for a log line: paths and names only, by construction."""
-    keys = ("BASE_IMAGE", "IMAGE", "PULL_TLS_VERIFY", "PUSH_TLS_VERIFY", "STORAGE_DRIVER")
-    return {k: env[k] for k in keys if k in env}
