@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loop import Remote
+from bench.loop import Remote, start_base_registry
 from reconciler.adapters import git
 from reconciler.core import load, pins, reference
 from reconciler.core.poolplan import PoolPlan
@@ -108,16 +108,9 @@ class Side:
         self, root: Path, seed: Path, image: reg_fixture.ImageParts, connections: int
     ) -> None:
         root.mkdir()
-        (root / "registry").mkdir()
-        proc, host, log = reg_fixture.start_registry(root.name, root / "registry")
-        (root / "auth.json").write_text('{"auths": {}}')
-        self.registry = reg_fixture.RunningRegistry(
-            root.name, host, "http", root, root / "auth.json", proc, log
-        )
-        self.host = host
+        self.registry, _ = start_base_registry(root, image, name=root.name)
+        host = self.host = self.registry.host
         self.root = root
-        with self.registry.client() as client:
-            reg_fixture._push_image(client, f"{host}/base/bootc", image, "latest")
         files = {
             path: data.replace(b"@REGISTRY@", host.encode())
             for path, data in files_from_dir(seed).items()

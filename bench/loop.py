@@ -216,6 +216,22 @@ def bench_scale(
     return rows
 
 
+def start_base_registry(
+    root: Path, image: reg_fixture.ImageParts | None = None, name: str = "bench"
+) -> tuple[reg_fixture.RunningRegistry, str]:
+    """A plain-HTTP registry under `root` holding a small bootc base image, and the
+    base's `host/base/bootc:latest` reference (every loop bench starts here)."""
+    (root / "registry").mkdir()
+    proc, host, log = reg_fixture.start_registry(name, root / "registry")
+    (root / "auth.json").write_text('{"auths": {}}')
+    registry = reg_fixture.RunningRegistry(name, host, "http", root, root / "auth.json", proc, log)
+    with registry.client() as client:
+        reg_fixture._push_image(
+            client, f"{host}/base/bootc", image or reg_fixture.build_bootc_image(), "latest"
+        )
+    return registry, f"{host}/base/bootc:latest"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--changes", type=int, default=10)
@@ -223,18 +239,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="25,50,100")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-loop-"))
-    (root / "registry").mkdir()
-    proc, host, log = reg_fixture.start_registry("bench", root / "registry")
-    (root / "auth.json").write_text('{"auths": {}}')
-    registry = reg_fixture.RunningRegistry(
-        "bench", host, "http", root, root / "auth.json", proc, log
-    )
+    registry, base = start_base_registry(root)
     try:
-        with registry.client() as client:
-            reg_fixture._push_image(
-                client, f"{host}/base/bootc", reg_fixture.build_bootc_image(), "latest"
-            )
-        base = f"{host}/base/bootc:latest"
         latency = bench_latency(root, registry, base, args.changes)
         idle = bench_idle(root, registry, base, args.idle)
         scale = bench_scale(root, registry, base, [int(s) for s in args.sizes.split(",")])

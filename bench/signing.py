@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loop import SHARED, Remote, write_repo
+from bench.loop import SHARED, Remote, start_base_registry, write_repo
 from reconciler.adapters import git
 from reconciler.adapters.registry import signatures
 from reconciler.loop import controller
@@ -115,18 +115,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=30)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-signing-"))
-    (root / "registry").mkdir()
-    proc, host, log = reg_fixture.start_registry("bench", root / "registry")
-    (root / "auth.json").write_text('{"auths": {}}')
-    registry = reg_fixture.RunningRegistry(
-        "bench", host, "http", root, root / "auth.json", proc, log
-    )
+    registry, base = start_base_registry(root)
     try:
-        with registry.client() as client:
-            reg_fixture._push_image(
-                client, f"{host}/base/bootc", reg_fixture.build_bootc_image(), "latest"
-            )
-        base = f"{host}/base/bootc:latest"
         plain = run_case(root, registry, base, False, args.changes, args.idle)
         signed = run_case(root, registry, base, True, args.changes, args.idle)
     finally:
