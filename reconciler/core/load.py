@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -238,8 +238,88 @@ class _Collector:
         )
 
 
-def load_repository(files: Mapping[str, bytes | str | Unreadable]) -> Repository:
-    """Load every config file; never raises for bad input (see `Repository.problems`)."""
+@dataclass(frozen=True, eq=False)
+class LoadedDocument:
+    """What one document of a file holds on its own: its problems, its warnings and the
+    object it defines (none if it has problems or is of another API group)."""
+
+    index: int
+    problems: tuple[ConfigProblem, ...]
+    warnings: tuple[ConfigProblem, ...]
+    culprit: tuple[str, Reach]
+    """Who its problems belong to and the pools they reach (`_culprit`)."""
+    defines: tuple[str, Any] | None
+    """(table, object): `pools`, `os_configs`, `machine_configs` or `settings`."""
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedFile:
+    """One readable config file loaded on its own (`load_file`): a pure function of its
+    path and text, so a caller may keep it for a file that did not change.
+    `load_repository` puts the files together: duplicates, the ReconcilerConfig, the
+    problem limit and cross references are decided there, across files."""
+
+    path: str
+    syntax: ConfigProblem | None = None
+    """The YAML error that stops the whole file, if any."""
+    documents: tuple[LoadedDocument, ...] = ()
+    stop: int | None = None
+    """The document at which the file's own problems reached `MAX_PROBLEMS_PER_FILE`
+    (the rest was not loaded)."""
+
+
+FileLoader = Callable[[str, str], LoadedFile]
+_TABLE_KINDS = {
+    "pools": "MachineConfigPool",
+    "os_configs": "MachineOSConfig",
+    "machine_configs": "MachineConfig",
+}
+
+
+def load_file(path: str, text: str) -> LoadedFile:
+    """Load one config file (its text, readable: see `_unreadable`) on its own."""
+    source = SourceText(path, text)
+    try:
+        documents = parse_documents(text)
+    except YAMLSyntaxError as exc:
+        problem = ConfigProblem(
+            f"YAML error: {exc.problem}",
+            file=path,
+            line=exc.line,
+            fix="fix the YAML syntax (indentation, quoting, ':' after keys)",
+        )
+        return LoadedFile(path, syntax=problem)
+    loaded: list[LoadedDocument] = []
+    own = 0
+    for index, doc in enumerate(documents):
+        if doc is None:
+            continue
+        if own >= MAX_PROBLEMS_PER_FILE:
+            return LoadedFile(path, documents=tuple(loaded), stop=index)
+        # Each document into a repository of its own: what it defines is added (and
+        # checked for duplicates) by `load_repository`, in file order.
+        alone = Repository()
+        settings: list[Loaded[model.ReconcilerConfig]] = []
+        _load_document(alone, _Collector(alone.problems, alone.blockers), Origin(source, index),
+                       doc, settings)  # fmt: skip
+        defines: tuple[str, Any] | None = None
+        for table in _TABLE_KINDS:
+            for item in getattr(alone, table).values():
+                defines = (table, item)
+        if settings:
+            defines = ("settings", settings[0])
+        culprit = _culprit(doc, path, index)
+        problems, warnings = tuple(alone.problems), tuple(alone.warnings)
+        loaded.append(LoadedDocument(index, problems, warnings, culprit, defines))
+        own += len(alone.problems)
+    return LoadedFile(path, documents=tuple(loaded))
+
+
+def load_repository(
+    files: Mapping[str, bytes | str | Unreadable], file_loader: FileLoader = load_file
+) -> Repository:
+    """Load every config file; never raises for bad input (see `Repository.problems`).
+    `file_loader` loads one file (`load_file`, or a cache of its results)."""
     repo = Repository()
     out = _Collector(repo.problems, repo.blockers)
     settings: list[Loaded[model.ReconcilerConfig]] = []
@@ -257,39 +337,11 @@ def load_repository(files: Mapping[str, bytes | str | Unreadable]) -> Repository
             _block(repo, path, path, EVERYWHERE, [problem] if problem else [])
             continue
         total += len(data)
-        text = data if isinstance(data, str) else data.decode("utf-8")
-        source = SourceText(path, text)
-        try:
-            documents = parse_documents(text)
-        except YAMLSyntaxError as exc:
-            problem = ConfigProblem(
-                f"YAML error: {exc.problem}",
-                file=path,
-                line=exc.line,
-                fix="fix the YAML syntax (indentation, quoting, ':' after keys)",
-            )
-            _block(repo, path, path, EVERYWHERE, [problem])
+        loaded = file_loader(path, data if isinstance(data, str) else data.decode("utf-8"))
+        if loaded.syntax is not None:
+            _block(repo, path, path, EVERYWHERE, [loaded.syntax])
             continue
-        in_file = len(repo.problems)
-        for index, doc in enumerate(documents):
-            if doc is None:
-                continue
-            if len(repo.problems) - in_file >= MAX_PROBLEMS_PER_FILE:
-                # The rest of the file is not read: what it holds might be any pool's.
-                problem = ConfigProblem(
-                    f"more than {MAX_PROBLEMS_PER_FILE} problems; the rest of the file "
-                    f"(from document {index + 1}) was not checked",
-                    file=path,
-                    fix="fix the problems above first",
-                )
-                _block(repo, path, path, EVERYWHERE, [problem])
-                break
-            origin = Origin(source, index)
-            before = len(repo.problems)
-            _load_document(repo, out, origin, doc, settings)
-            if len(repo.problems) > before:
-                what, reach = _culprit(doc, path, index)
-                _block(repo, what, path, reach, repo.problems[before:], record=False)
+        _add_file(repo, out, loaded, settings)
     if len(settings) > 1:
         first = settings[0].origin
         for extra in settings[1:]:
@@ -311,6 +363,46 @@ def load_repository(files: Mapping[str, bytes | str | Unreadable]) -> Repository
                    repo.problems[before:], record=False)  # fmt: skip
     _check_cross_references(repo, out)
     return repo
+
+
+def _add_file(
+    repo: Repository,
+    out: _Collector,
+    loaded: LoadedFile,
+    settings: list[Loaded[model.ReconcilerConfig]],
+) -> None:
+    """Add one loaded file's documents to `repo`, in order, as if loaded in place."""
+    in_file = len(repo.problems)
+    for document in loaded.documents:
+        if len(repo.problems) - in_file >= MAX_PROBLEMS_PER_FILE:
+            _too_many(repo, loaded.path, document.index)
+            return
+        before = len(repo.problems)
+        repo.problems.extend(document.problems)
+        repo.warnings.extend(document.warnings)
+        if document.defines is not None:
+            table, item = document.defines
+            if table == "settings":
+                settings.append(item)
+            else:
+                _add_unique(getattr(repo, table), item.obj.metadata.name, item, out,
+                            _TABLE_KINDS[table])  # fmt: skip
+        if len(repo.problems) > before:
+            what, reach = document.culprit
+            _block(repo, what, loaded.path, reach, repo.problems[before:], record=False)
+    if loaded.stop is not None:
+        _too_many(repo, loaded.path, loaded.stop)
+
+
+def _too_many(repo: Repository, path: str, index: int) -> None:
+    # The rest of the file is not read: what it holds might be any pool's.
+    problem = ConfigProblem(
+        f"more than {MAX_PROBLEMS_PER_FILE} problems; the rest of the file "
+        f"(from document {index + 1}) was not checked",
+        file=path,
+        fix="fix the problems above first",
+    )
+    _block(repo, path, path, EVERYWHERE, [problem])
 
 
 MAX_PROBLEMS_PER_FILE = 50

@@ -22,9 +22,9 @@ from typing import Literal, Protocol
 from reconciler import failpoints
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
-from reconciler.core import cosign, decision, history, load, model, pins, poolplan
+from reconciler.core import cosign, decision, history, load, model, pins, poolplan, verdict
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
-from reconciler.loop import building, holds, parallel, planning, sources
+from reconciler.loop import building, holds, loading, parallel, planning, sources
 from reconciler.loop.status import (
     BUILDING,
     HELD,
@@ -139,6 +139,8 @@ class Reconciler:
         self.status.branch = settings.branch
         self.hold_finder = holds.HoldFinder(mirror)
         # across passes: a pass re-parses and re-plans only what changed (issue 13)
+        self.load_cache = loading.LoadCache()
+        self.verdict_cache = verdict.VerdictCache()
         self.plan_cache = planning.PlanCache()
         self.pin_cache: holds.PinCache = {}
         self.workers = parallel.RegistryWorkers(registry, settings.registry_connections)
@@ -195,7 +197,7 @@ class Reconciler:
         self, head: str, report: PassReport
     ) -> tuple[list[history.PinChange], CommitInfo]:
         # 2. load: the config at `head`, straight from the mirror
-        repo = load.load_repository(self.mirror.read_files(head, load.is_config_path))
+        repo = self.load_cache.load(self.mirror.read_files(head, load.is_config_path))
         report.warnings = [str(w) for w in repo.warnings]
         failpoints.hit("after-load")
         current = holds.read_pins(self.mirror, head, self.pin_cache)
@@ -210,7 +212,10 @@ class Reconciler:
         # pools with a pin are judged too, so a pool whose own file broke keeps its pin
         self.plan_cache.start()
         planner = planning.Planner(
-            self.registry, default_builder=self.settings.default_builder, cache=self.plan_cache
+            self.registry,
+            default_builder=self.settings.default_builder,
+            cache=self.plan_cache,
+            verdicts=self.verdict_cache,
         )
         outcomes = planner.plan_pools(repo, known=current)
         failpoints.hit("after-plan")

@@ -108,11 +108,13 @@ class PlanCache:
 @dataclass
 class Planner:
     """Plans pools against one registry view; base lookups are cached per instance,
-    plans across instances in `cache` (the loop's, see `PlanCache`)."""
+    plans across instances in `cache` (the loop's, see `PlanCache`) and verdicts in
+    `verdicts` (`verdict.VerdictCache`)."""
 
     resolver: BaseResolver
     default_builder: Literal["buildah", "job"] = "buildah"
     cache: PlanCache | None = None
+    verdicts: verdict.VerdictCache | None = None
     _bases: dict[tuple[str, str], Resolved | ReconcilerError] = field(default_factory=dict)
 
     def plan_pools(
@@ -121,7 +123,7 @@ class Planner:
         """Plan `pools` (default: every pool `verdict.judge` names, `known` included);
         only the pools asked for are judged."""
         if pools is None:
-            verdicts = verdict.judge(repo, known)
+            verdicts = verdict.judge(repo, known, self.verdicts)
         else:
             verdicts = {pool: verdict.judge_pool(repo, pool) for pool in pools}
         return {pool: self.plan_verdict(repo, judged) for pool, judged in verdicts.items()}
