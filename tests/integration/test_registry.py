@@ -548,6 +548,31 @@ def test_unreachable_registry_fails_within_the_deadline() -> None:
     assert elapsed < deadline + 2  # the error contract: seconds, never oras-py's 131 s
 
 
+def test_a_host_that_stayed_unreachable_is_not_retried_by_every_request_in_turn() -> None:
+    """A pass with a dead push registry: the first request (per thread) retries until
+    the deadline; the requests after it, on the client or its clones, fail at once with
+    the same error, so the pass reports it after one deadline and not one per pool."""
+    host = f"127.0.0.1:{free_port()}"  # nothing listens there
+    deadline = 1.0
+    with RegistryClient(insecure={host}, retry_deadline_s=deadline) as client:
+        clones = [client.clone(), client.clone()]
+        with pytest.raises(RegistryError) as first:
+            client.manifest_digest(f"{host}/fleet/a", "latest")
+        tried = client.requests
+        assert tried > 1 and "gave up after" in str(first.value)
+        for i, c in enumerate([client, *clones] * 3):
+            with pytest.raises(RegistryError) as later:
+                c.blob_exists(f"{host}/fleet/p{i}", "sha256:" + "0" * 64)
+            assert later.value.transient
+            assert str(later.value).startswith(str(first.value))
+            assert "not retried (an earlier request just gave up)" in str(later.value)
+        assert client.requests == tried and all(c.requests == 0 for c in clones)
+        time.sleep(deadline)  # and once as long again has passed, it is tried again
+        with pytest.raises(RegistryError) as again:
+            clones[0].manifest_digest(f"{host}/fleet/a", "latest")
+        assert "gave up after" in str(again.value) and clones[0].requests > 1
+
+
 class FaultyProxy:
     """Forwards to a real registry, after failing the first `fail` requests with
     `status` (and `Retry-After`), and refusing bodies over `max_body` with 413 as an

@@ -12,6 +12,7 @@ import email.utils
 import json
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class Transport:
         self._hosts: dict[str, _Host] = {}
         self._realm_clients: dict[str, httpx.Client] = {}
         self._clones: list[Transport] = []
+        self._down = _Unreachable()
 
     def clone(self) -> Self:
         """A client with the same settings and nothing shared but the credentials (read
@@ -121,6 +123,7 @@ class Transport:
             self.retry_deadline_s,
             certs_dirs=self.certs_dirs,
         )
+        clone._down = self._down  # a host one thread found unreachable is so for all
         self._clones.append(clone)
         return clone
 
@@ -138,7 +141,10 @@ class Transport:
     # --- reading --------------------------------------------------------------------------
 
     def _retry(self, fn: Callable[[], T]) -> T:
-        """Run one operation; repeat it on transient failures until the deadline."""
+        """Run one operation; repeat it on transient failures until the deadline. A host
+        that stayed unreachable until then is not tried again by any operation of this
+        client or its clones for as long (`_Unreachable`): a pass with a dead registry
+        reports it after one deadline, not one deadline per pool in turn."""
         start = time.monotonic()
         delay = 0.2
         attempts = 0
@@ -149,12 +155,17 @@ class Transport:
             except RegistryError as exc:
                 elapsed = time.monotonic() - start
                 remaining = self.retry_deadline_s - elapsed
+                if isinstance(exc, _StillUnreachable):
+                    raise
                 if not exc.transient or remaining <= 0:
                     if exc.transient and attempts > 1:
-                        raise RegistryError(
+                        final = RegistryError(
                             f"{exc} (gave up after {attempts} attempts in {elapsed:.1f} s)",
                             transient=True,
-                        ) from exc
+                        )
+                        if isinstance(exc, _HostError):
+                            self._down.mark(exc.host, str(final), self.retry_deadline_s)
+                        raise final from exc
                     raise
                 wait = min(delay, remaining)
                 if isinstance(exc, _Unavailable) and exc.retry_after is not None:
@@ -266,6 +277,11 @@ class Transport:
         # Credentials go to the registry only, never to another host a Location names.
         if full.netloc == base.netloc:
             all_headers.update(self._auth_header(a))
+        down = self._down.get(h.name)
+        if down is not None:
+            raise _StillUnreachable(
+                f"{down}; not retried (an earlier request just gave up)", transient=True
+            )
         request = h.client.build_request(method, full, headers=all_headers, content=content)
         self.requests += 1
         try:
@@ -325,9 +341,9 @@ class Transport:
                 f"with --insecure-registry {h.name}"
             )
         if isinstance(exc, httpx.TimeoutException):
-            return RegistryError(
+            return _HostError(
+                h.name,
                 f"{target} did not answer within {self.timeout_s:g} s; check the host and port",
-                transient=True,
             )
         if isinstance(exc, httpx.ConnectError):
             low = text.lower()
@@ -337,10 +353,44 @@ class Transport:
                 reason = "host name not found"
             else:
                 reason = text or type(exc).__name__
-            return RegistryError(
-                f"{target} is unreachable ({reason}); check the host and port", transient=True
+            return _HostError(
+                h.name, f"{target} is unreachable ({reason}); check the host and port"
             )
-        return RegistryError(f"{target}: {type(exc).__name__}: {text}", transient=True)
+        return _HostError(h.name, f"{target}: {type(exc).__name__}: {text}")
+
+
+class _HostError(RegistryError):
+    """A transient failure to reach `host` at all (refused, timed out, reset)."""
+
+    def __init__(self, host: str, message: str) -> None:
+        super().__init__(message, transient=True)
+        self.host = host
+
+
+class _StillUnreachable(RegistryError):
+    """Not tried: the host was unreachable until a retry deadline moments ago."""
+
+
+class _Unreachable:
+    """Hosts that stayed unreachable until a retry deadline, with that failure, for as
+    long again; shared by a client and its clones (so thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hosts: dict[str, tuple[str, float]] = {}
+
+    def mark(self, host: str, message: str, for_s: float) -> None:
+        with self._lock:
+            self._hosts[host] = (message, time.monotonic() + for_s)
+
+    def get(self, host: str) -> str | None:
+        """The failure that makes `host` not worth trying now, if any."""
+        with self._lock:
+            found = self._hosts.get(host)
+            if found is not None and found[1] <= time.monotonic():
+                del self._hosts[host]
+                return None
+        return found[0] if found else None
 
 
 class _Unavailable(RegistryError):
