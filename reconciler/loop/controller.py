@@ -139,6 +139,7 @@ class Reconciler:
         self.status.branch = settings.branch
         self.hold_finder = holds.HoldFinder(mirror)
         # across passes: a pass re-parses and re-plans only what changed (issue 13)
+        self.blob_cache: dict[str, bytes] = {}  # the config and pin files' blobs, by id
         self.load_cache = loading.LoadCache()
         self.verdict_cache = verdict.VerdictCache()
         self.plan_cache = planning.PlanCache()
@@ -196,11 +197,12 @@ class Reconciler:
     def _plan_and_build(
         self, head: str, report: PassReport
     ) -> tuple[list[history.PinChange], CommitInfo]:
-        # 2. load: the config at `head`, straight from the mirror
-        repo = self.load_cache.load(self.mirror.read_files(head, load.is_config_path))
+        # 2. load: the config and the pins at `head`, straight from the mirror (one read)
+        files = self.mirror.read_files(head, _config_or_pin, self.blob_cache)
+        repo = self.load_cache.load({p: d for p, d in files.items() if load.is_config_path(p)})
         report.warnings = [str(w) for w in repo.warnings]
         failpoints.hit("after-load")
-        current = holds.read_pins(self.mirror, head, self.pin_cache)
+        current = holds.read_pins(self.mirror, head, self.pin_cache, files)
         refused = sources.refusal(self.mirror, head, repo)  # 2b. signed changes only
         if refused is not None:
             for pool in sorted(set(repo.pools) | set(current)):
@@ -479,6 +481,10 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
         detail = f" ({result.message.splitlines()[0]})" if result.message else ""
         pinned = f" {result.pin.spec.digest[:19]}" if result.pin is not None else ""
         log.log(level, "pool %s: %s%s%s", result.pool, result.state, pinned, detail)
+
+
+def _config_or_pin(path: str) -> bool:
+    return load.is_config_path(path) or holds.is_pin_path(path)
 
 
 def _first_lines(exc: BaseException, n: int = 40) -> str:

@@ -27,18 +27,28 @@ PinCache = dict[tuple[str, bytes], pins.Pin | pins.PinError]
 """Parsed pins by (path, file bytes): a pass parses only the pins that changed."""
 
 
+def is_pin_path(path: str) -> bool:
+    """Whether `read_pins` reads a path (`pins/<pool>.yaml`; deeper paths are skipped)."""
+    return path.startswith("pins/") and path.endswith(".yaml")
+
+
 def read_pins(
-    reader: Mirror, rev: str, cache: PinCache | None = None
+    reader: Mirror,
+    rev: str,
+    cache: PinCache | None = None,
+    files: Mapping[str, bytes | load.Unreadable] | None = None,
 ) -> dict[str, pins.Pin | pins.PinError]:
     """Every `pins/<pool>.yaml` at `rev`, parsed, or why it cannot be trusted. With
     `cache`, a file read before with the same bytes is not parsed again, and `cache`
-    is left holding the pins at `rev` only."""
+    is left holding the pins at `rev` only. `files`: the files at `rev` read already
+    (with every path `is_pin_path` takes), so the mirror is not read again."""
     out: dict[str, pins.Pin | pins.PinError] = {}
-    files = reader.read_files(rev, lambda p: p.startswith("pins/") and p.endswith(".yaml"))
+    if files is None:
+        files = reader.read_files(rev, is_pin_path)
     seen: PinCache = {}
     for path, data in files.items():
         pool = path.removeprefix("pins/").removesuffix(".yaml")
-        if "/" in pool:
+        if not is_pin_path(path) or "/" in pool:
             continue
         if cache is not None and isinstance(data, bytes):
             hit = cache.get((path, data))

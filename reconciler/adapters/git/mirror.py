@@ -138,6 +138,8 @@ class Mirror:
         self._heads: dict[str, str] = {}
         # branch -> (depth, filter) of its last fetch: what a healed mirror fetches again
         self._fetched: dict[str, tuple[int | None, str | None]] = {}
+        # (commit, parent) of the last commit this mirror made
+        self._made: tuple[str, str | None] | None = None
 
     # -- set-up --
 
@@ -276,19 +278,40 @@ class Mirror:
         if self._heads.get(branch) == head and not wants_full:
             return head
         self._ensure_repo()
-        if not wants_full and self._local_head(branch) == head:
+        # (a branch fetched by this process is where `_heads` says: no need to look)
+        if not wants_full and branch not in self._heads and self._local_head(branch) == head:
             self._heads[branch] = head
             return head
         return self._fetch_branch(branch, depth, filter)
 
     def _fetch_branch(self, branch: str, depth: int | None, filter: str | None) -> str:
+        (self.path / "FETCH_HEAD").unlink(missing_ok=True)  # (never an old one's)
         self._run_fetch(branch, depth, filter)
-        # The remote may have moved again since ls-remote; report what we now hold.
-        fetched = self._local_head(branch)
+        # The remote may have moved again since ls-remote; report what we now hold
+        # (what the fetch wrote to FETCH_HEAD, git-fetch(1), else the ref itself).
+        fetched = self._fetch_head(branch) or self._local_head(branch)
         if fetched is None:  # pragma: no cover - git fetch succeeded, so the ref exists
             raise GitError(f"git fetch {self.display_url}: {branch!r} missing after fetch")
         self._heads[branch] = fetched
         return fetched
+
+    def _fetch_head(self, branch: str) -> str | None:
+        """The commit the last fetch of `branch` brought, from FETCH_HEAD (one line per
+        ref: `<sha> TAB [not-for-merge] TAB branch '<name>' of <url>`)."""
+        try:
+            text = (self.path / "FETCH_HEAD").read_text("utf-8", "replace")
+        except OSError:
+            return None
+        found = None
+        for line in text.splitlines():
+            sha, _, rest = line.partition("\t")
+            if rest.partition("\t")[2].startswith(f"branch '{branch}' of "):
+                found = found or sha  # two lines for one branch: ask the ref itself
+                if found != sha:
+                    return None
+        if found is None or len(found) not in (40, 64):
+            return None
+        return found
 
     def _run_fetch(self, branch: str, depth: int | None, filter: str | None) -> None:
         """`git fetch` of `branch` (a name or `*`) into `refs/remotes/origin/`."""
@@ -356,7 +379,10 @@ class Mirror:
     # -- reading --
 
     def read_files(
-        self, rev: str, predicate: Callable[[str], bool]
+        self,
+        rev: str,
+        predicate: Callable[[str], bool],
+        blobs: dict[str, bytes] | None = None,
     ) -> dict[str, bytes | load.Unreadable]:
         """Every file at `rev` whose repository path satisfies `predicate`.
 
@@ -365,12 +391,16 @@ class Mirror:
         for their sizes). Symbolic links are followed to the file they name;
         submodules are skipped. A link that leads out of the tree or nowhere, and a
         file above `load.MAX_FILE_BYTES` (never read), are `load.Unreadable`.
+
+        `blobs`: contents by blob id from the caller's last read; a blob found there is
+        not read again (blobs are content-addressed), and `blobs` is left holding the
+        blobs of this read only.
         """
         _check_rev(rev)
-        return self._healing(lambda: self._read_files(rev, predicate))
+        return self._healing(lambda: self._read_files(rev, predicate, blobs))
 
     def _read_files(
-        self, rev: str, predicate: Callable[[str], bool]
+        self, rev: str, predicate: Callable[[str], bool], blobs: dict[str, bytes] | None = None
     ) -> dict[str, bytes | load.Unreadable]:
         self._ensure_repo()
         # -l: each blob's size, so that big ones are never read. Not in a partial
@@ -379,7 +409,7 @@ class Mirror:
         out = self._git.run(
             self._g("ls-tree", "-r", "-z", *long, "--full-tree", rev), "ls-tree"
         ).stdout.decode("utf-8", "surrogateescape")
-        blobs: dict[str, str] = {}
+        tree: dict[str, str] = {}
         links: dict[str, str] = {}
         sizes: dict[str, int] = {}
         for entry in out.split("\x00"):
@@ -389,19 +419,23 @@ class Mirror:
             mode, kind, sha, *size = meta.split()
             if kind != "blob":
                 continue  # a submodule (commit) has no content here
-            (links if mode == "120000" else blobs)[path] = sha
+            (links if mode == "120000" else tree)[path] = sha
             if size:
                 sizes[sha] = int(size[0])
-        wanted = {p: sha for p, sha in blobs.items() if predicate(p)}
+        wanted = {p: sha for p, sha in tree.items() if predicate(p)}
         wanted_links = [p for p in links if predicate(p)]
-        contents = self._cat_blobs(
-            rev, {*wanted.values(), *(links[p] for p in wanted_links)}, sizes
-        )
+        shas = {*wanted.values(), *(links[p] for p in wanted_links)}
+        known = blobs if blobs is not None else {}
+        contents: dict[str, bytes | int] = {s: known[s] for s in shas if s in known}
+        contents.update(self._cat_blobs(rev, shas - contents.keys(), sizes))
         files: dict[str, bytes | load.Unreadable] = {
             p: _bounded(contents[sha], "") for p, sha in wanted.items()
         }
         for path in wanted_links:
-            files[path] = self._follow_link(path, links, blobs, contents, sizes)
+            files[path] = self._follow_link(path, links, tree, contents, sizes)
+        if blobs is not None:
+            blobs.clear()
+            blobs.update((s, c) for s, c in contents.items() if isinstance(c, bytes))
         return files
 
     def _follow_link(
@@ -726,7 +760,9 @@ class Mirror:
             out = self._git.run(
                 self._g(*args), "commit-tree", input=(text + "\n").encode(), env=env
             )
-            return out.stdout.decode().strip()
+            made = out.stdout.decode().strip()
+            self._made = (made, parent)
+            return made
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -780,11 +816,20 @@ class Mirror:
 
     def _push(self, sha: str, branch: str, expected_old: str | None) -> None:
         self._ensure_repo()
-        if expected_old is not None and not self._is_ancestor(expected_old, sha):
+        built_here = self._made == (sha, expected_old)  # (then it is: no merge-base)
+        if expected_old is not None and not built_here and not self._is_ancestor(expected_old, sha):
             raise ValueError(f"{sha} is not built on {expected_old}; commit on the head you read")
         ref = f"refs/heads/{branch}"
+        # With a fetch refspec for origin, an accepted push moves the remote-tracking ref
+        # too (git-push(1): "remote-tracking branches ... are updated"), so the next
+        # fetch is a no-op instead of fetching our own commit back.
+        tracking = f"remote.origin.fetch=+{ref}:refs/remotes/origin/{branch}"
         proc = self._git.run(
-            self._g("push", "--porcelain", "--no-verify", "origin", f"{sha}:{ref}"),
+            [
+                "-c",
+                tracking,
+                *self._g("push", "--porcelain", "--no-verify", "origin", f"{sha}:{ref}"),
+            ],
             "push",
             ok_codes=(0, 1),
         )
@@ -797,9 +842,7 @@ class Mirror:
         flag, summary = status
         if flag == "!":
             raise _rejection(self.display_url, branch, summary)
-        # Accepted (" " fast-forward, "*" new branch, "=" already there): remember it,
-        # so the next fetch is a no-op instead of fetching our own commit back.
-        self._git.run(self._g("update-ref", f"refs/remotes/origin/{branch}", sha), "update-ref")
+        # Accepted (" " fast-forward, "*" new branch, "=" already there): remember it.
         self._heads[branch] = sha
 
 
