@@ -88,23 +88,28 @@ class VerdictCache:
     change give the same objects again), the problems that reach it, and the settings.
     A pool whose inputs are all the same gets its verdict again, so the verdict is the
     one `judge_pool` gives (DESIGN §2, promise 8: one judgement); the others are judged.
-    Holds the verdicts of one call (memory: one per pool)."""
+    A pool's MachineConfigs are looked up again only when a MachineConfig its selector
+    matches was added, removed or replaced. Holds the verdicts of one call (memory: one
+    per pool)."""
 
     def __init__(self) -> None:
         self._settings: model.ReconcilerConfigSpec | None = None
-        self._verdicts: dict[str, tuple[tuple[object, ...], Verdict]] = {}
+        self._configs: dict[str, load.LoadedConfig] = {}
+        self._verdicts: dict[str, tuple[_Inputs, Verdict]] = {}
         self.hits = 0
 
     def judge(self, repo: load.Repository, pools: Iterable[str]) -> dict[str, Verdict]:
         old = self._verdicts if repo.settings == self._settings else {}
-        self._settings, self._verdicts = repo.settings, {}
+        moved = _moved_label_sets(self._configs, repo.machine_configs)
+        self._settings, self._configs = repo.settings, dict(repo.machine_configs)
+        self._verdicts = {}
         out = {}
         for pool in pools:
-            inputs = _inputs(repo, pool)
+            found = old.get(pool)
+            inputs = _inputs(repo, pool, found[0] if found else None, moved)
             if inputs is None:  # not defined (the message lists every pool), or odd
                 out[pool] = judge_pool(repo, pool)
                 continue
-            found = old.get(pool)
             if found is not None and found[0] == inputs:
                 self.hits += 1
                 judged = found[1]
@@ -115,18 +120,49 @@ class VerdictCache:
         return out
 
 
-def _inputs(repo: load.Repository, pool: str) -> tuple[object, ...] | None:
+_Inputs = tuple[
+    load.Loaded[model.MachineConfigPool],
+    load.Loaded[model.MachineOSConfig] | None,
+    tuple[load.LoadedConfig, ...],
+    tuple[load.Blocker, ...],
+]
+
+
+def _moved_label_sets(
+    before: Mapping[str, load.LoadedConfig], now: Mapping[str, load.LoadedConfig]
+) -> set[load.LabelSet]:
+    """The label sets of MachineConfigs added, removed or replaced between two loads."""
+    moved = [mc for name, mc in now.items() if before.get(name) is not mc]
+    moved += [mc for name, mc in before.items() if now.get(name) is not mc]
+    return {tuple(sorted(mc.labels.items())) for mc in moved}
+
+
+def _inputs(
+    repo: load.Repository, pool: str, before: _Inputs | None, moved: set[load.LabelSet]
+) -> _Inputs | None:
     """What `judge_pool(repo, pool)` reads besides `repo.settings` (compared by value),
-    as a tuple compared by identity (loaded objects) and value (blockers)."""
+    compared by identity (loaded objects) and value (blockers). `before`: the pool's
+    inputs at the last call, whose MachineConfigs still hold unless a label set in
+    `moved` matches the pool's selector."""
     loaded = repo.pools.get(pool)
     if loaded is None:
         return None
-    blockers = tuple(b for b in repo.blockers if reaches(b.reach, repo, pool))
     try:
-        configs = tuple(merge.select_configs(repo, pool))
-    except ConfigError:  # none selected: the verdict says so, from the pool alone
-        configs = ()
-    except Exception:  # judge_pool reports it (not kept)
+        blockers = tuple(b for b in repo.blockers if reaches(b.reach, repo, pool))
+        selector = loaded.obj.spec.machine_config_selector
+        if (
+            before is not None
+            and before[0] is loaded
+            and selector is not None
+            and not any(select.matches(selector, dict(labels)) for labels in moved)
+        ):
+            configs = before[2]
+        else:
+            try:
+                configs = tuple(merge.select_configs(repo, pool))
+            except ConfigError:  # none selected: the verdict says so, from the pool alone
+                configs = ()
+    except Exception:  # judge_pool reports it (and it is not kept)
         return None
     return (loaded, repo.os_configs.get(pool), configs, blockers)
 
