@@ -475,7 +475,14 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
             pool.set(STALLED, False, "", "", now),
         ]
     elif result.state == "unmanaged":
-        changed.append(pool.set(READY, False, Reason.UNMANAGED, result.message, now))
+        # (a pool stalled before is not any more: it has nothing to build)
+        pool.clear_failures()
+        pool.last_error = None
+        changed += [
+            pool.set(READY, False, Reason.UNMANAGED, result.message, now),
+            pool.set(STALLED, False, "", "", now),
+            pool.set(HELD, False, "", "", now),
+        ]
     if any(changed):
         level = logging.WARNING if result.state in ("stalled", "failed") else logging.INFO
         detail = f" ({result.message.splitlines()[0]})" if result.message else ""

@@ -9,11 +9,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.core import pins
-from tests.e2e.test_loop import Fleet, change_chrony, make_fleet, seed_repo
+from reconciler.loop import controller
+from tests.e2e.test_loop import CHRONY, Fleet, change_chrony, make_fleet, seed_repo
 from tests.fixtures import registry as reg
 from tests.fixtures.gitservers import GitServers
 from tests.fixtures.registry import BaseImage, RunningRegistry
@@ -116,3 +118,56 @@ def test_an_idle_run_once_does_nothing_and_reports_the_last_pass(fleet: Fleet) -
     assert text.returncode == 0
     assert f"worker: unchanged {fleet.pin('worker').spec.image}" in text.stdout
     assert f"nothing due: {head[:10]} was reconciled by the last pass" in text.stdout
+
+
+def _recorded(r: controller.Reconciler) -> dict[str, Any]:
+    """What `status` shows of each pool: its state, the conditions that hold and why
+    (times left out: they say when a pass ran; a condition that held once and no longer
+    does stays recorded as false, which is history, not what the pins are)."""
+    out: dict[str, Any] = {}
+    for name, pool in r.status.pools.items():
+        conditions = {k: (c.status, c.reason, c.message) for k, c in pool.conditions.items()
+                      if c.status or k == "Ready"}  # fmt: skip
+        out[name] = (pool.recorded_state(), conditions, pool.image, pool.source_commit, pool.inputs_digest,
+                     pool.last_error, pool.failed_inputs)  # fmt: skip
+    return out
+
+
+KARGS = "machineconfigs/05-worker-kernelargs.yaml"
+MASTER = "machineconfigpools/master.yaml"
+
+
+def test_pins_and_status_after_passes_with_caches_equal_a_fresh_reconcilers(
+    fleet: Fleet,
+) -> None:
+    """A reconciler that keeps its caches across passes leaves on the remote the pins,
+    and in its status what a fresh reconciler finds, after each of a sequence of edits
+    that break, duplicate, move and restore what pools take."""
+    r = fleet.reconciler()
+    r.reconcile_once()
+    kargs, master = fleet.file(KARGS), fleet.file(MASTER)
+    dup = kargs.replace("role: worker", "role: master")
+    steps: list[dict[str, str | None]] = [
+        {KARGS: kargs.replace("audit=1", "audit=0")},  # worker moves
+        {KARGS: "kind: [unclosed\n"},  # a YAML error: every pool keeps its pin
+        {KARGS: kargs.replace("audit=1", "audit=2")},
+        {"machineconfigs/06-dup.yaml": dup},  # a second 05-worker-kernelargs
+        {"machineconfigs/06-dup.yaml": None},
+        {CHRONY: fleet.file(CHRONY).replace("role: worker", "role: master")},
+        {MASTER: None},  # a pool's own file gone: master keeps its pin, is stalled
+        {MASTER: master},
+        {KARGS: kargs},  # back to the start: worker's first inputs again
+    ]
+    for i, files in enumerate(steps):
+        fleet.commit(files, f"step {i}")
+        r.reconcile_once()
+        head = fleet.server.head()
+        fresh = fleet.reconciler(f"fresh{i}")
+        again = fresh.reconcile_once(force=True)
+        assert again.commit is None, (i, again.changed)  # the pins are what it computes
+        assert fleet.server.head() == head
+        kept, anew = _recorded(r), _recorded(fresh)
+        assert kept.keys() == anew.keys(), i
+        for pool in kept:
+            assert kept[pool] == anew[pool], (i, pool)
+    assert r.load_cache.parsed <= 2  # the last pass parsed the file that moved
