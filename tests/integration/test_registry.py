@@ -559,18 +559,21 @@ def test_a_host_that_stayed_unreachable_is_not_retried_by_every_request_in_turn(
         with pytest.raises(RegistryError) as first:
             client.manifest_digest(f"{host}/fleet/a", "latest")
         tried = client.requests
-        assert tried > 1 and "gave up after" in str(first.value)
+        assert tried > 1
+        assert "gave up after" in str(first.value)
         for i, c in enumerate([client, *clones] * 3):
             with pytest.raises(RegistryError) as later:
                 c.blob_exists(f"{host}/fleet/p{i}", "sha256:" + "0" * 64)
             assert later.value.transient
             assert str(later.value).startswith(str(first.value))
             assert "not retried (an earlier request just gave up)" in str(later.value)
-        assert client.requests == tried and all(c.requests == 0 for c in clones)
+        assert client.requests == tried
+        assert all(c.requests == 0 for c in clones)
         time.sleep(deadline)  # and once as long again has passed, it is tried again
         with pytest.raises(RegistryError) as again:
             clones[0].manifest_digest(f"{host}/fleet/a", "latest")
-        assert "gave up after" in str(again.value) and clones[0].requests > 1
+        assert "gave up after" in str(again.value)
+        assert clones[0].requests > 1
 
 
 class FaultyProxy:

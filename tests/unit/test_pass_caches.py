@@ -51,8 +51,12 @@ DOCS = [
     mosc("infra", "quay.io/fedora/fedora-bootc:41"),
     mosc("gone"),  # names a pool nobody defines
     mosc("infra", "not a reference!"),
-    mc("50-motd", "worker", "{config: {ignition: {version: 3.4.0}, storage: {files: "
-       "[{path: /etc/motd, mode: 420, contents: {source: 'data:,hi'}}]}}}"),
+    mc(
+        "50-motd",
+        "worker",
+        "{config: {ignition: {version: 3.4.0}, storage: {files: "
+        "[{path: /etc/motd, mode: 420, contents: {source: 'data:,hi'}}]}}}",
+    ),
     mc("50-motd", "infra", "{kernelArguments: [a=1]}"),  # the same name twice
     mc("60-kargs", "worker", "{kernelArguments: [audit=1]}"),
     mc("60-kargs", "infra", "{kernelArguments: [audit=0]}"),
@@ -164,7 +168,8 @@ def test_a_pass_parses_only_the_files_that_changed() -> None:
     second = loads.load(files)
     assert loads.parsed == 1
     after = verdict.judge(second, (), verdicts)["worker"]
-    assert isinstance(before, verdict.Ready) and isinstance(after, verdict.Ready)
+    assert isinstance(before, verdict.Ready)
+    assert isinstance(after, verdict.Ready)
     assert after.rendered.spec["kernelArguments"] == ["a=1", "b=2"]
     assert after.fingerprint != before.fingerprint
     assert verdicts.hits == 0
