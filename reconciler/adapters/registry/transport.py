@@ -270,7 +270,12 @@ class Transport:
         base = h.url
         # a path is appended (one parse; `join` parses three times: this is a good part
         # of a request's CPU, and the registry work of a pass runs under one GIL)
-        full = httpx.URL(h.base_url + url) if url.startswith("/") else base.join(url)
+        if url.startswith("/"):
+            full = httpx.URL(h.base_url + url)
+        elif url.startswith(f"{h.base_url}/"):  # an upload session's Location, made absolute
+            full = httpx.URL(url)
+        else:
+            full = base.join(url)
         if params:
             full = full.copy_merge_params(dict(params))
         all_headers = dict(headers or {})
@@ -290,7 +295,8 @@ class Transport:
             response = h.client.send(request, stream=stream, follow_redirects=method == "GET")
         except httpx.HTTPError as exc:
             raise self._transport_error(h, exc) from None
-        log.debug("%s %s -> %d", method, full.copy_with(query=None), response.status_code)
+        if log.isEnabledFor(logging.DEBUG):  # (copy_with parses the URL again)
+            log.debug("%s %s -> %d", method, full.copy_with(query=None), response.status_code)
         if response.status_code == 400 and h.insecure and _is_tls_refusal(response):
             raise RegistryError(
                 f"{h.name} speaks HTTPS but is named as a plain-HTTP registry; "
