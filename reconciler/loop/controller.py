@@ -327,10 +327,13 @@ class Reconciler:
     def _source_commit(self, head: str) -> CommitInfo:
         """The newest commit at `head` that is not a reconciler pin commit: the config
         commit the pins are computed from (the same on every replica)."""
+        [newest] = self.mirror.log(head, max_count=1)  # mostly it (parsed alone: the
+        if not history.is_reconciler_commit(newest):  # trailers of pin commits are long)
+            return newest
         for commit in self.mirror.log(head, max_count=50):
             if not history.is_reconciler_commit(commit):
                 return commit
-        return self.mirror.log(head, max_count=1)[0]
+        return newest
 
     # --- status -----------------------------------------------------------------------------
 
