@@ -631,6 +631,40 @@ def test_misuse_is_refused_with_a_reason(git_bare: GitServer, tmp_path: Path) ->
     assert git_bare.head() == head
 
 
+def test_blobs_read_before_are_not_read_again(tmp_path: Path, git_calls: list[list[str]]) -> None:
+    """With the caller's blob cache, a read of the next commit reads only the blobs that
+    are new (a pass reads the one file that changed), and gives what a read without it
+    gives, links followed."""
+    work = tmp_path / "work"
+    run_git("init", "-q", "-b", "main", work)
+    (work / "machineconfigs").mkdir()
+    (work / "machineconfigs" / "a.yaml").write_text("a: 1\n")
+    (work / "machineconfigs" / "b.yaml").write_text("b: 1\n")
+    os.symlink("a.yaml", work / "machineconfigs" / "c.yaml")
+    run_git("add", "-A", cwd=work)
+    run_git("-c", "user.name=A", "-c", "user.email=a@x", "commit", "-qm", "one", cwd=work)
+    mirror = Mirror(work, tmp_path / "m")
+    first = mirror.fetch("main")
+    blobs: dict[str, bytes] = {}
+    wanted = lambda p: p.startswith("machineconfigs/")  # noqa: E731
+    assert mirror.read_files(first, wanted, blobs) == mirror.read_files(first, wanted)
+    assert len(blobs) == 3  # a, b and the link
+    git_calls.clear()
+    assert mirror.read_files(first, wanted, blobs)["machineconfigs/c.yaml"] == b"a: 1\n"
+    assert subcommands(git_calls) == ["ls-tree"]  # every blob known: none read
+
+    (work / "machineconfigs" / "a.yaml").write_text("a: 2\n")
+    run_git("-c", "user.name=A", "-c", "user.email=a@x", "commit", "-qam", "two", cwd=work)
+    second = mirror.fetch("main")
+    git_calls.clear()
+    files = mirror.read_files(second, wanted, blobs)
+    assert files == mirror.read_files(second, wanted)
+    assert files["machineconfigs/c.yaml"] == files["machineconfigs/a.yaml"] == b"a: 2\n"
+    assert subcommands(git_calls)[:2] == ["ls-tree", "cat-file"]
+    assert len(blobs) == 3  # the blobs of this read only: the old a.yaml is gone
+    assert b"a: 1\n" not in blobs.values()
+
+
 def test_symbolic_links_are_read_as_a_checkout_would(tmp_path: Path) -> None:
     work = tmp_path / "work"
     run_git("init", "-q", "-b", "main", work)
