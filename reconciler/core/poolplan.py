@@ -7,6 +7,7 @@ and of every builder. Values only: the resolved base image (`Resolved`) and the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -79,7 +80,7 @@ class PoolPlan:
         """The CA bundle the image trusts (covered by the inputs digest)."""
         return self.image.ca_bundle
 
-    @property
+    @functools.cached_property
     def decision_target(self) -> decision.Target:
         """What `decision.decide` compares a pin with."""
         return decision.Target(
@@ -89,7 +90,7 @@ class PoolPlan:
             self.live_config_digest,
         )
 
-    @property
+    @functools.cached_property
     def live_config_digest(self) -> str | None:
         """The pin's `liveConfigDigest`: core's SSH keys and password hash, which nodes
         apply live (never part of the image or its identity)."""

@@ -316,11 +316,16 @@ class Reconciler:
         return history.PinChange(pin, existing)
 
     def _commit(self, head: str, source: CommitInfo, changes: list[history.PinChange]) -> str:
-        files: dict[str, bytes | None] = {
-            pins.pin_path(c.pool): pins.render_pin(c.pin).encode() for c in changes
+        rendered = {
+            pins.pin_path(c.pool): (pins.render_pin(c.pin).encode(), c.pin) for c in changes
         }
+        files: dict[str, bytes | None] = {path: data for path, (data, _) in rendered.items()}
         message = history.pin_commit_message(changes, source.subject)
-        return self.mirror.commit(head, files, message, author=self.settings.author)
+        commit = self.mirror.commit(head, files, message, author=self.settings.author)
+        # the next pass reads these pins back: it knows them already (parse_pin of a
+        # rendered pin is the pin, tests/unit/test_pin_render.py)
+        self.pin_cache.update({(path, data): pin for path, (data, pin) in rendered.items()})
+        return commit
 
     # --- what Git says ----------------------------------------------------------------------
 

@@ -282,11 +282,16 @@ class StatusStore:
             raise
 
 
+_POOL_FIELDS = tuple(f.name for f in fields(PoolStatus))
+_CONDITION_FIELDS = tuple(f.name for f in fields(Condition))
+
+
 def _pool_json(pool: PoolStatus) -> dict[str, Any]:
-    """`asdict(pool)`, without its deep copies (all values are scalars or Conditions)."""
-    doc: dict[str, Any] = {f.name: getattr(pool, f.name) for f in fields(pool)}
+    """`asdict(pool)`, without its deep copies (all values are scalars or Conditions)
+    and without asking `fields()` again for every pool and condition."""
+    doc: dict[str, Any] = {name: getattr(pool, name) for name in _POOL_FIELDS}
     doc["conditions"] = {
-        name: {f.name: getattr(c, f.name) for f in fields(c)} for name, c in pool.conditions.items()
+        name: {f: getattr(c, f) for f in _CONDITION_FIELDS} for name, c in pool.conditions.items()
     }
     return doc
 

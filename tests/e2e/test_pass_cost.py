@@ -49,18 +49,24 @@ def test_a_pass_replans_and_reparses_only_the_pools_that_changed(
     hits, parsed[:] = r.plan_cache.hits, []
     assert r.reconcile_once().changed == ["worker"]
     assert r.plan_cache.hits - hits == 1  # master's plan, reused
-    assert sorted(parsed) == ["pins/master.yaml", "pins/worker.yaml"]  # first read of both
+    assert parsed == []  # both pins are the ones this reconciler wrote: known, not parsed
     # a change both pools take: neither plan is reused, both are pinned anew
     change_chrony(fleet, "ntp9.example.internal")
     hits, parsed[:] = r.plan_cache.hits, []
     assert r.reconcile_once().changed == ["master", "worker"]
     assert r.plan_cache.hits == hits
-    assert parsed == ["pins/worker.yaml"]  # master's pin had not changed since it was read
+    assert parsed == []
     assert fleet.pin("master").spec.digest != master.spec.digest
     # and what the cached pass pinned is what a fresh reconciler computes
     fresh = fleet.reconciler("r2").reconcile_once(force=True)
     assert fresh.commit is None
     assert {p.state for p in fresh.pools.values() if p.pool != "infra"} == {"unchanged"}
+    # a pin someone else wrote is parsed, once
+    fleet.commit({"pins/master.yaml": fleet.file("pins/master.yaml") + "# seen\n"}, "hand edit")
+    parsed[:] = []
+    r.reconcile_once()
+    r.reconcile_once(force=True)
+    assert parsed == ["pins/master.yaml"]
 
 
 def _base(marker: bytes) -> reg.ImageParts:
