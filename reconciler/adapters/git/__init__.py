@@ -19,10 +19,34 @@ How the promises are kept (cheap no-op, shallow and partial reads, healing, ...)
 docs/design/git.md.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from reconciler.adapters.git.auth import GitAuth, redact, split_userinfo
 from reconciler.adapters.git.commits import CommitInfo
-from reconciler.adapters.git.mirror import Mirror, remote_head
-from reconciler.adapters.git.signing import CommitSignature, SshSigningKey, check_signature
+from reconciler.adapters.git.remote import remote_head
+
+if TYPE_CHECKING:
+    from reconciler.adapters.git.mirror import Mirror
+    from reconciler.adapters.git.signing import CommitSignature, SshSigningKey, check_signature
+
+# Loaded on first use: the mirror brings the config loader (pydantic), which a caller
+# that only needs `remote_head` or `GitAuth` (an idle `agent --once`) does without.
+_LAZY = {
+    "Mirror": "reconciler.adapters.git.mirror",
+    "CommitSignature": "reconciler.adapters.git.signing",
+    "SshSigningKey": "reconciler.adapters.git.signing",
+    "check_signature": "reconciler.adapters.git.signing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CommitInfo",

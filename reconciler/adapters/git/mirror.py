@@ -1,6 +1,7 @@
 """The mirror: a bare cache of one remote branch, read without a work tree, committed to
 in a throw-away index and pushed compare-and-swap; moved aside and fetched afresh when
-git finds it corrupt. Also `remote_head`, the one operation without a mirror."""
+git finds it corrupt. (`remote_head`, the one operation without a mirror, is in
+remote.py.)"""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from reconciler.adapters.git.auth import (
     split_userinfo,
 )
 from reconciler.adapters.git.commits import _LOG_FORMAT, CommitInfo, _parse_log
+from reconciler.adapters.git.remote import _ls_remote
 from reconciler.adapters.git.runner import (
     DEFAULT_TIMEOUT,
     _check_branch,
@@ -48,39 +50,6 @@ _MAX_LINK_BYTES = 4096
 # The name it had as one module: the log format prints it and operators filter on it.
 log = logging.getLogger("reconciler.adapters.git")
 _T = TypeVar("_T")
-
-
-# --- remote head -----------------------------------------------------------------------
-
-
-def remote_head(
-    url: str | os.PathLike[str],
-    branch: str,
-    auth: GitAuth | None = None,
-    *,
-    timeout: float = 60.0,
-) -> str | None:
-    """The commit `refs/heads/<branch>` points at on the remote, or None if it is absent.
-
-    Exactly one `git ls-remote` (protocol v2 sends only the matching ref).
-    """
-    target, url_auth = split_userinfo(_normalise_remote(url))
-    auth = auth or url_auth
-    display = redact(os.fspath(url))
-    _check_branch(branch, display)
-    runner = _Runner(_git_env(target, auth), display, auth.secrets() if auth else [], timeout)
-    return _ls_remote(runner, target, branch)
-
-
-def _ls_remote(runner: _Runner, target: str, branch: str) -> str | None:
-    ref = f"refs/heads/{branch}"
-    out = runner.run(["ls-remote", "--", target, ref], "ls-remote").stdout.decode()
-    # ls-remote patterns match any ref *ending* in the pattern; keep the exact one.
-    for line in out.splitlines():
-        sha, _, name = line.partition("\t")
-        if name == ref:
-            return sha
-    return None
 
 
 def _git_date(when: datetime) -> str:
