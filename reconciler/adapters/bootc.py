@@ -23,21 +23,14 @@ Everything here follows the documented CLI contract (reference `bootc-contract.m
 - `bootc rollback` swaps the boot order; run twice it reverts, so callers check
   `rollback_queued` first. It also discards a staged deployment, so it is never used to
   cancel a stage (re-switch to the booted digest instead).
-- Every call has a timeout: every host command, `status` included, waits behind the
-  ostree sysroot lock while another switch runs (bootc-dev/bootc#585). On timeout the
-  whole process group is killed and a transient `BootcError` says so.
-- Errors are exit code 1 with one line `error: <context>: <cause>` on stderr; that line
-  is what `BootcError` carries (never the environment or auth file content).
+- Every call has a timeout, and a failure is bootc's own `error:` line
+  (`reconciler.adapters.bootc_run`, which runs the commands).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +39,9 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from reconciler.errors import ReconcilerError
+from reconciler.adapters.bootc_run import STATUS_ARGS, BootcError, run
+
+__all__ = ["BootcError"]  # re-exported (callers catch it from here); the rest is defined here
 
 IMAGE_BY_DIGEST_RE = re.compile(r"^[^@\s:]+(:\d+)?(/[^@\s:]+)*@sha256:[0-9a-f]{64}$")
 UNCHANGED = "Image specification is unchanged."
@@ -56,15 +51,6 @@ TRANSPORTS = frozenset(
     {"registry", "docker", "oci", "oci-archive", "docker-archive", "containers-storage", "dir"}
 )
 SOFT_REBOOT_MODES = frozenset({"auto", "required"})
-
-
-class BootcError(ReconcilerError):
-    """A bootc call failed, hung, or printed what its contract does not allow."""
-
-    def __init__(self, message: str, *, transient: bool = False, exit_code: int | None = None):
-        super().__init__(message)
-        self.transient = transient
-        self.exit_code = exit_code
 
 
 class _Model(BaseModel):
@@ -227,9 +213,14 @@ class Bootc:
         # Always the same flags: a switch without the flag after one with it re-stages
         # (the whole image reference, signature included, is compared; contract §1).
         self.enforce_sigpolicy = enforce_sigpolicy
+        self.ran: list[str] = []
+        """The subcommands run so far, in order (`status`, `switch`, ...)."""
+        self.status_output: str | None = None
+        """What the last `status` printed (the agent's idle record keys on it)."""
 
     def status(self) -> Host:
-        out = self._run(["status", "--format=json", "--format-version=1"], self.timeouts.status)
+        out = self._run(list(STATUS_ARGS), self.timeouts.status)
+        self.status_output = out
         return parse_status(out)
 
     def switch(self, image: str, *, soft_reboot: str | None = None) -> SwitchResult:
@@ -279,63 +270,5 @@ class Bootc:
         return self._run(["rollback"], self.timeouts.rollback)
 
     def _run(self, args: list[str], timeout: float) -> str:
-        argv = [*self.command, *args]
-        shown = " ".join(["bootc", *args])
-        env = {**os.environ, **self.env} if self.env is not None else None
-        try:
-            # A new session, so a timeout kills bootc and anything it started.
-            proc = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise BootcError(
-                f"cannot run {self.command[0]!r}: {exc.strerror}; install bootc or pass "
-                "--bootc PATH",
-                transient=False,
-            ) from None
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            raise BootcError(
-                f"`{shown}` did not finish within {timeout:g}s (bootc waits for the "
-                "sysroot lock while another bootc command runs); killed it",
-                transient=True,
-            ) from None
-        stdout = out.decode("utf-8", "replace")
-        stderr = err.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise BootcError(
-                f"`{shown}` failed (exit {proc.returncode}): {_error_line(stderr)}",
-                transient=_looks_transient(stderr),
-                exit_code=proc.returncode,
-            )
-        return stdout
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
-
-
-def _error_line(stderr: str) -> str:
-    """bootc's `error: ...` line (one line since v1.4; `ERROR ...` before), else the last."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(("error:", "ERROR")):
-            return line[:500]
-    return (lines[-1] if lines else "no message")[:500]
-
-
-def _looks_transient(stderr: str) -> bool:
-    text = stderr.lower()
-    return any(
-        word in text
-        for word in ("timeout", "timed out", "connection refused", "temporarily", " 50", "eof")
-    )
+        self.ran.append(args[0])
+        return run(self.command, args, timeout, self.env)

@@ -32,8 +32,12 @@ requires signatures (reconciler/agent, adapters/bootc.py).
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from reconciler.core import model, reference
+from reconciler.core import reference
+
+if TYPE_CHECKING:  # annotations only: the agent reads the paths without the models
+    from reconciler.core import model
 
 KEY_PATH = "/etc/pki/containers/bootc-reconciler.pub"
 ALLOWED_SIGNERS_PATH = "/etc/bootc-reconciler/allowed-signers"
