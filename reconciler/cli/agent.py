@@ -5,34 +5,39 @@ Stage: the agent's entry point; wires the Git pin source, the bootc driver, the
 coordination backend and the health checks into `Agent` (see `agent.py`).
 Exit status with `--once`: 0, or 1 when the host ends the step `degraded` or its pool
 is not in the repository; 64 for a usage error (the `reconciler` group's codes).
+
+An idle `--once` (`--pool` given, `--coordination none`, the same facts as the last
+step, which changed nothing) ends from `reconciler.agent.idle` without the step: the
+full wiring below, and what it imports (pydantic, the loader), is loaded only for a
+full step.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from reconciler import extras
-from reconciler.adapters import bootc as bootc_mod
-from reconciler.adapters import git
-from reconciler.adapters import metrics as metrics_server
-from reconciler.agent import health
-from reconciler.agent.agent import Agent, AgentConfig
-from reconciler.agent.coordination import Coordinator, FleetLock, NoCoordination
-from reconciler.agent.live import LiveApplier
-from reconciler.agent.source import GitPinSource, PoolNotFound, pool_for_labels
+from reconciler.adapters import bootc_run, git
+from reconciler.agent import health, idle
 from reconciler.agent.state import AgentState, Phase, StateStore
 from reconciler.cli import output as cli_output
 from reconciler.cli.options import git_auth_options, output_option
-from reconciler.core import provenance
 from reconciler.core.image import sigpolicy
-from reconciler.errors import ConfigError, ConfigProblem, ReconcilerError
+from reconciler.errors import ConfigError, ConfigProblem, GitError, ReconcilerError
+
+if TYPE_CHECKING:
+    from reconciler.adapters import bootc as bootc_mod
+    from reconciler.agent.source import GitPinSource
+    from reconciler.core import provenance
 
 log = logging.getLogger("reconciler.agent")
 
@@ -193,18 +198,54 @@ def agent_command(  # click passes every option by keyword
     if metrics_addr and once:
         raise click.UsageError("--metrics-addr is for the long-running agent, not --once")
     if metrics_addr:
+        from reconciler.adapters import metrics as metrics_server  # noqa: PLC0415 - a loop only
+
         try:
             metrics_server.parse_addr(metrics_addr)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--metrics-addr") from None
     node_name = node or socket.gethostname()
     signers = _allowed_signers(allowed_signers, host_root)
-    source = GitPinSource(repo_url, state_dir / "git", branch, git_auth, signers=signers)
     enforce_container_sigpolicy = enforce_container_sigpolicy or _policy_requires_signatures(
         host_root
     )
+    bootc_argv = _split(bootc_path, "--bootc")
+    record = None
+    if once and pool is not None and coordination == "none":
+        record = idle.IdleRecord(state_dir)
+        facts = {  # every option but the output format, which only formats the step
+            **{k: v for k, v in click.get_current_context().params.items() if k != "output"},
+            "repo_url": git.redact(repo_url),  # the key holds no credential, even hashed
+            "nodeName": node_name,
+            "pinSigners": [s.line for s in signers.pin_signers] if signers else None,
+            "enforceContainerSigpolicy": enforce_container_sigpolicy,
+        }
+        known = _idle_state(
+            record, facts, live=not no_live_settings, repo_url=repo_url, branch=branch,
+            git_auth=git_auth, bootc_argv=bootc_argv, status_timeout=status_timeout,
+            boot_id_file=boot_id_file, state_dir=state_dir,
+        )  # fmt: skip
+        if known is not None:
+            log.debug("%s: the same facts as the last step, which changed nothing", pool)
+            _print_step(node_name, pool, known, output)
+            return
+        record.clear()  # a full step: it records afresh if it settles
+    # The full step. Imported here: pydantic (bootc status, pins), the config loader and
+    # the Git mirror are what an idle step above does without.
+    from reconciler.adapters import bootc as bootc_mod  # noqa: PLC0415
+    from reconciler.adapters import metrics as metrics_server  # noqa: PLC0415
+    from reconciler.agent import coordination as coord  # noqa: PLC0415
+    from reconciler.agent.agent import Agent, AgentConfig  # noqa: PLC0415
+    from reconciler.agent.live import LiveApplier  # noqa: PLC0415
+    from reconciler.agent.source import (  # noqa: PLC0415
+        GitPinSource,
+        PoolNotFound,
+        pool_for_labels,
+    )
 
-    coordinator: Coordinator
+    source = GitPinSource(repo_url, state_dir / "git", branch, git_auth, signers=signers)
+
+    coordinator: coord.Coordinator
     kube_coord = None
     if coordination == "kubernetes":
         extras.require_kubernetes("--coordination kubernetes")
@@ -222,9 +263,9 @@ def agent_command(  # click passes every option by keyword
             raise click.BadParameter(
                 "is required with --coordination fleetlock", param_hint="--fleetlock-url"
             )
-        coordinator = FleetLock(fleetlock_url, node_name)
+        coordinator = coord.FleetLock(fleetlock_url, node_name)
     else:
-        coordinator = NoCoordination()
+        coordinator = coord.NoCoordination()
 
     heartbeat = None
     if metrics_addr:
@@ -264,6 +305,12 @@ def agent_command(  # click passes every option by keyword
     live = None
     if not no_live_settings:
         live = LiveApplier(root=host_root, chpasswd=_split(chpasswd, "--chpasswd"))
+    bootc = bootc_mod.Bootc(
+        bootc_argv,
+        timeouts=bootc_mod.Timeouts(status=status_timeout, switch=switch_timeout),
+        enforce_sigpolicy=enforce_container_sigpolicy,
+    )
+    store = StateStore(state_dir)
     agent = Agent(
         config=AgentConfig(
             pool=pool,
@@ -271,13 +318,9 @@ def agent_command(  # click passes every option by keyword
             soft_reboot="auto" if soft_reboot == "auto" else "never",
         ),
         source=source,
-        bootc=bootc_mod.Bootc(
-            _split(bootc_path, "--bootc"),
-            timeouts=bootc_mod.Timeouts(status=status_timeout, switch=switch_timeout),
-            enforce_sigpolicy=enforce_container_sigpolicy,
-        ),
+        bootc=bootc,
         coordinator=coordinator,
-        store=StateStore(state_dir),
+        store=store,
         health_checks=checks,
         reboot_command=_split(reboot_command, "--reboot-command"),
         boot_id=lambda: health.read_boot_id(boot_id_file),
@@ -304,23 +347,120 @@ def agent_command(  # click passes every option by keyword
             continue
         if heartbeat is not None:
             heartbeat.beat(busy=True)
+        before, boot_id = _read(store.path), _boot_id(boot_id_file)
         state = agent.step()
         if heartbeat is not None:
             heartbeat.beat()
             heartbeat.ready()
-        line = f"{pool}: {state.phase}" + (f": {state.reason}" if state.reason else "")
         if once:
-            if output == "json":
-                click.echo(cli_output.dumps("AgentStep", _step_json(node_name, state)))
-            else:
-                click.echo(line)
-            if state.phase == Phase.DEGRADED:
-                raise SystemExit(cli_output.EXIT_ERROR)
+            if record is not None:
+                _record_if_idle(
+                    record, facts, before, boot_id, store, bootc, state, live=live is not None
+                )
+            _print_step(node_name, pool, state, output)
             return
+        line = _line(pool, state)
         if line != last:  # log transitions only
             log.info("%s", line)
             last = line
         time.sleep(interval)
+
+
+def _idle_state(
+    record: idle.IdleRecord,
+    config: dict[str, object],
+    *,
+    live: bool,
+    repo_url: str,
+    branch: str,
+    git_auth: git.GitAuth | None,
+    bootc_argv: list[str],
+    status_timeout: float,
+    boot_id_file: str,
+    state_dir: Path,
+) -> AgentState | None:
+    """The state an idle step would end in: the persisted one, when the facts are those
+    the last step recorded (`reconciler.agent.idle`); None: run the full step."""
+    recorded = record.key()
+    if recorded is None:
+        return None
+    path = StateStore(state_dir).path
+    data, boot_id = _read(path), _boot_id(boot_id_file)
+    if data is None or boot_id is None:
+        return None
+    try:
+        state = AgentState.from_json(json.loads(data))
+    except (ValueError, TypeError, KeyError):
+        return None  # the full step says what is wrong with it
+    if not idle.settled(state, live=live):
+        return None
+    try:
+        # the GitPinSource's mirror asks with the same timeout
+        revision = git.remote_head(repo_url, branch, git_auth, timeout=120.0)
+        status = bootc_run.run(bootc_argv, bootc_run.STATUS_ARGS, status_timeout, None)
+    except (GitError, bootc_run.BootcError):
+        return None  # the full step reports it
+    if revision is None:
+        return None
+    facts = idle.Facts(config, revision, status, data, boot_id)
+    return state if facts.key() == recorded else None
+
+
+def _record_if_idle(
+    record: idle.IdleRecord,
+    config: dict[str, object],
+    before: bytes | None,
+    boot_id: str | None,
+    store: StateStore,
+    bootc: bootc_mod.Bootc,
+    state: AgentState,
+    *,
+    live: bool,
+) -> None:
+    """Record the step's facts when it changed nothing and left nothing due: the state
+    file as it was, one `bootc status` and no other bootc call, a settled phase."""
+    after = _read(store.path)
+    if (
+        before is None
+        or after != before
+        or boot_id is None
+        or bootc.ran != ["status"]
+        or bootc.status_output is None
+        or not idle.settled(state, live=live)
+    ):
+        return
+    try:
+        record.save(idle.Facts(config, state.revision, bootc.status_output, before, boot_id))
+    except OSError as exc:  # the next step is a full one: slower, no less right
+        log.warning("could not record the idle step in %s: %s", record.path, exc)
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _boot_id(path: str) -> str | None:
+    try:
+        return health.read_boot_id(path)
+    except OSError:
+        return None
+
+
+def _line(pool: str, state: AgentState) -> str:
+    return f"{pool}: {state.phase}" + (f": {state.reason}" if state.reason else "")
+
+
+def _print_step(node: str, pool: str, state: AgentState, output: str) -> None:
+    """What `--once` prints and how it exits: the same for a full and an idle step."""
+    if output == "json":
+        click.echo(cli_output.dumps("AgentStep", _step_json(node, state)))
+    else:
+        click.echo(_line(pool, state))
+    if state.phase == Phase.DEGRADED:
+        raise SystemExit(cli_output.EXIT_ERROR)
 
 
 def _missing_pool(source: GitPinSource, pool: str, branch: str) -> ConfigError | None:
@@ -372,6 +512,8 @@ def _allowed_signers(path: Path | None, host_root: Path) -> provenance.Policy | 
         raise ConfigError.simple(
             f"--allowed-signers {path}: cannot read it ({exc.strerror})"
         ) from None
+    from reconciler.core import provenance  # noqa: PLC0415 - only where pins are checked
+
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
