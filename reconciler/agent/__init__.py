@@ -8,5 +8,6 @@ Modules, in the order a step uses them:
 - `coordination`: update slots (none, FleetLock) and MCO's `maxUnavailable` rule;
   `kubernetes`: Lease slots, cordon + eviction, node annotations;
 - `health`: what "the new image came up healthy" means;
+- `idle`: an idle `--once` ends as the last step did when its facts are the same;
 - `cli`: `reconciler agent`.
 """

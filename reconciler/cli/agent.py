@@ -14,11 +14,12 @@ full step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
-import socket
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -204,7 +205,7 @@ def agent_command(  # click passes every option by keyword
             metrics_server.parse_addr(metrics_addr)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--metrics-addr") from None
-    node_name = node or socket.gethostname()
+    node_name = node or os.uname().nodename  # gethostname(2), without the socket module
     signers = _allowed_signers(allowed_signers, host_root)
     enforce_container_sigpolicy = enforce_container_sigpolicy or _policy_requires_signatures(
         host_root
@@ -394,12 +395,22 @@ def _idle_state(
         return None  # the full step says what is wrong with it
     if not idle.settled(state, live=live):
         return None
+    # `git ls-remote` (with the GitPinSource mirror's timeout) while bootc answers
+    heads: list[str | None] = []
+
+    def ask_remote() -> None:
+        with contextlib.suppress(GitError):  # the full step reports it
+            heads.append(git.remote_head(repo_url, branch, git_auth, timeout=120.0))
+
+    asking = threading.Thread(target=ask_remote, name="ls-remote", daemon=True)
+    asking.start()
     try:
-        # the GitPinSource's mirror asks with the same timeout
-        revision = git.remote_head(repo_url, branch, git_auth, timeout=120.0)
         status = bootc_run.run(bootc_argv, bootc_run.STATUS_ARGS, status_timeout, None)
-    except (GitError, bootc_run.BootcError):
+    except bootc_run.BootcError:
         return None  # the full step reports it
+    finally:
+        asking.join()
+    revision = heads[0] if heads else None
     if revision is None:
         return None
     facts = idle.Facts(config, revision, status, data, boot_id)

@@ -12,12 +12,15 @@ are; times are RFC 3339 strings. The shapes are JSON schemas in docs/json/.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
-import yaml
+
+if TYPE_CHECKING:
+    import yaml
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -60,8 +63,18 @@ def _default(obj: object) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (unit files, dropins) as `|` blocks, readable in a terminal."""
+@functools.cache
+def _block_dumper() -> type[yaml.SafeDumper]:
+    """A dumper writing multi-line strings (unit files, dropins) as `|` blocks, readable
+    in a terminal. Made on first use: a command printing no YAML (the group's --help, an
+    idle `agent --once`) does not import yaml."""
+    import yaml  # noqa: PLC0415
+
+    class BlockDumper(yaml.SafeDumper):
+        pass
+
+    BlockDumper.add_representer(str, _str_presenter)
+    return BlockDumper
 
 
 def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
@@ -71,15 +84,14 @@ def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
-_BlockDumper.add_representer(str, _str_presenter)
-
-
 def dump(obj: Any, output: str) -> str:
     """Objects as JSON or YAML, keys sorted (the same object always prints the same)."""
     if output == "json":
         return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)
+    import yaml  # noqa: PLC0415
+
     text: str = yaml.dump(
-        obj, Dumper=_BlockDumper, sort_keys=True, allow_unicode=True, width=1 << 16
+        obj, Dumper=_block_dumper(), sort_keys=True, allow_unicode=True, width=1 << 16
     )
     return text.rstrip()
 

@@ -54,7 +54,7 @@ def _imported(*argv: str) -> set[str]:
 @pytest.mark.parametrize(
     ("argv", "absent"),
     [
-        (["--help"], {"pydantic", "httpx", "kubernetes", "reconciler.core.model"}),
+        (["--help"], {"pydantic", "httpx", "kubernetes", "reconciler.core.model", "yaml"}),
         (["validate", "--repo", "examples"], {"httpx", "kubernetes", "reconciler.loop",
                                               "reconciler.agent", "reconciler.adapters.registry"}),
     ],
