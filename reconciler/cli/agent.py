@@ -456,7 +456,7 @@ def _read(path: Path) -> bytes | None:
 def _boot_id(path: str) -> str | None:
     try:
         return health.read_boot_id(path)
-    except OSError:
+    except (OSError, ValueError):  # the step reads it again where it needs it
         return None
 
 
