@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -213,8 +214,8 @@ class Bootc:
         # Always the same flags: a switch without the flag after one with it re-stages
         # (the whole image reference, signature included, is compared; contract §1).
         self.enforce_sigpolicy = enforce_sigpolicy
-        self.ran: list[str] = []
-        """The subcommands run so far, in order (`status`, `switch`, ...)."""
+        self.ran: Counter[str] = Counter()
+        """How often each subcommand (`status`, `switch`, ...) ran."""
         self.status_output: str | None = None
         """What the last `status` printed (the agent's idle record keys on it)."""
 
@@ -270,5 +271,5 @@ class Bootc:
         return self._run(["rollback"], self.timeouts.rollback)
 
     def _run(self, args: list[str], timeout: float) -> str:
-        self.ran.append(args[0])
+        self.ran[args[0]] += 1
         return run(self.command, args, timeout, self.env)

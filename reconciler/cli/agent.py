@@ -435,7 +435,7 @@ def _record_if_idle(
         before is None
         or after != before
         or boot_id is None
-        or bootc.ran != ["status"]
+        or bootc.ran != {"status": 1}
         or bootc.status_output is None
         or not idle.settled(state, live=live)
     ):
