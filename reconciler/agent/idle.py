@@ -24,7 +24,9 @@ small files, no pydantic, no repository load) and, when their digest is the reco
 one, prints the state's line (or `AgentStep` document) and exits as the full step
 would: it would read the same pin at the same commit, see the same host and keep the
 same state, writing nothing. Any difference, an unreadable fact, or a failure of
-`git ls-remote` or `bootc status` runs the full step, which records afresh.
+`git ls-remote` or `bootc status` runs the full step, which records afresh; the full
+step takes the `bootc status` the check read (its output or its failure, e.g. a timeout
+behind the sysroot lock) instead of running it again.
 
 Only a step that leaves nothing due is recorded (`settled`): `done` or `rolled-back`,
 no slot held, no cordon, and (with live settings) the kernel arguments known. An update

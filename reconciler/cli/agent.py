@@ -212,6 +212,7 @@ def agent_command(  # click passes every option by keyword
     )
     bootc_argv = _split(bootc_path, "--bootc")
     record = None
+    status: str | bootc_run.BootcError | None = None  # what the idle check's bootc said
     if once and pool is not None and coordination == "none":
         record = idle.IdleRecord(state_dir)
         facts = {  # every option but the output format, which only formats the step
@@ -221,7 +222,7 @@ def agent_command(  # click passes every option by keyword
             "pinSigners": [s.line for s in signers.pin_signers] if signers else None,
             "enforceContainerSigpolicy": enforce_container_sigpolicy,
         }
-        known = _idle_state(
+        known, status = _idle_state(
             record, facts, live=not no_live_settings, repo_url=repo_url, branch=branch,
             git_auth=git_auth, bootc_argv=bootc_argv, status_timeout=status_timeout,
             boot_id_file=boot_id_file, state_dir=state_dir,
@@ -311,6 +312,8 @@ def agent_command(  # click passes every option by keyword
         timeouts=bootc_mod.Timeouts(status=status_timeout, switch=switch_timeout),
         enforce_sigpolicy=enforce_container_sigpolicy,
     )
+    if status is not None:
+        bootc.answered(status)  # not run (or waited for) twice
     store = StateStore(state_dir)
     agent = Agent(
         config=AgentConfig(
@@ -379,22 +382,23 @@ def _idle_state(
     status_timeout: float,
     boot_id_file: str,
     state_dir: Path,
-) -> AgentState | None:
+) -> tuple[AgentState | None, str | bootc_run.BootcError | None]:
     """The state an idle step would end in: the persisted one, when the facts are those
-    the last step recorded (`reconciler.agent.idle`); None: run the full step."""
+    the last step recorded (`reconciler.agent.idle`); None: run the full step. And what
+    `bootc status` answered, if it ran (the full step then does not run it again)."""
     recorded = record.key()
     if recorded is None:
-        return None
+        return None, None
     path = StateStore(state_dir).path
     data, boot_id = _read(path), _boot_id(boot_id_file)
     if data is None or boot_id is None:
-        return None
+        return None, None
     try:
         state = AgentState.from_json(json.loads(data))
     except (ValueError, TypeError, KeyError):
-        return None  # the full step says what is wrong with it
+        return None, None  # the full step says what is wrong with it
     if not idle.settled(state, live=live):
-        return None
+        return None, None
     # `git ls-remote` (with the GitPinSource mirror's timeout) while bootc answers
     heads: list[str | None] = []
 
@@ -406,15 +410,15 @@ def _idle_state(
     asking.start()
     try:
         status = bootc_run.run(bootc_argv, bootc_run.STATUS_ARGS, status_timeout, None)
-    except bootc_run.BootcError:
-        return None  # the full step reports it
+    except bootc_run.BootcError as exc:
+        return None, exc  # the full step reports it
     finally:
         asking.join()
     revision = heads[0] if heads else None
     if revision is None:
-        return None
+        return None, status
     facts = idle.Facts(config, revision, status, data, boot_id)
-    return state if facts.key() == recorded else None
+    return (state if facts.key() == recorded else None), status
 
 
 def _record_if_idle(

@@ -374,3 +374,28 @@ def test_without_pool_or_with_coordination_every_step_is_full(
         notes = kubeapi.get("nodes", "edge-1")["metadata"]["annotations"]
         assert notes["gitops.bootc.dev/state"] == "done"
         assert not record(tmp_path).exists()
+
+
+def test_a_full_step_after_the_check_does_not_run_bootc_status_again(
+    host: FakeHost, git_bare: GitServer, tmp_path: Path
+) -> None:
+    spawned = tmp_path / "bootc.log"
+    logged = tmp_path / "bootc-logged"
+    logged.write_text(f'#!/bin/sh\necho "$1" >> {spawned}\nexec {host.bootc} "$@"\n')
+    logged.chmod(0o755)
+    via = ("--bootc", str(logged))
+    publish(git_bare, A)
+    done = settle(host, git_bare, tmp_path, *via)
+    spawned.unlink()
+    git_bare.commit_files({"README.md": "fleet\n"}, "not a config change")
+    assert full_step(host, git_bare, tmp_path, *via).stdout == done
+    assert spawned.read_text().split() == ["status"]  # the check's, used by the step
+
+    settle(host, git_bare, tmp_path, *via)
+    spawned.unlink()
+    host.inject(status={"hang": True})  # another bootc client holds the sysroot lock
+    step = full_step(host, git_bare, tmp_path, *via, "--status-timeout", "2")
+    assert step.returncode == 1
+    assert step.stdout.startswith("edge: degraded: bootc status: `bootc status")
+    assert "did not finish within 2s" in step.stdout
+    assert spawned.read_text().split() == ["status"]  # waited for once, not twice
