@@ -32,7 +32,7 @@ from reconciler.cli.options import (
 )
 from reconciler.cli.output import echo_json, rfc3339
 from reconciler.errors import ConfigError
-from reconciler.loop import controller, holds, parallel, runtime
+from reconciler.loop import builds, controller, holds, parallel, runtime
 from reconciler.loop.status import Status, StatusStore, status_document
 from reconciler.review import output as review_output
 
@@ -59,6 +59,16 @@ from reconciler.review import output as review_output
     show_default=True,
     help="Pools whose registry work (existence checks, uploads, manifests) runs at once, "
     "one connection each.",
+)
+@click.option(
+    "--builds",
+    "parallel_builds",
+    type=click.IntRange(min=0),
+    default=builds.DEFAULT_BUILDS,
+    show_default=True,
+    help="Containerfile builds (buildah or Job) running at once in the background while "
+    "passes pin everything else; a build that ends is pinned by the next pass. 0: build "
+    "inside the pass, which waits.",
 )
 @click.option(
     "--author",
@@ -125,6 +135,7 @@ def run(
     interval: float,
     base_poll: float,
     registry_connections: int,
+    parallel_builds: int,
     author: str,
     webhook_listen: str | None,
     webhook_secret_file: str | None,
@@ -144,6 +155,8 @@ def run(
 
     Each pass: fetch (one ls-remote when nothing moved), load, plan, build what is
     missing, write pins, one commit, push (compare-and-swap, retried on a race).
+    Containerfile builds run in the background (--builds); the pass after one ends
+    pins it. --once waits for the builds it starts and pins them before it exits.
     """
     work = source.work
     settings = controller.RunSettings(
@@ -153,6 +166,7 @@ def run(
         base_poll_s=base_poll,
         image_signer=image_signer,
         registry_connections=registry_connections,
+        builds=parallel_builds,
     )
     signing_key = git.SshSigningKey.load(commit_signing_key) if commit_signing_key else None
     if webhook_listen and not webhook_secret_file:
@@ -180,7 +194,8 @@ def run(
             metrics = LoopMetrics()
             mirror = metrics.instrument(mirror, "git")
             registry_client = metrics.instrument(client, "registry")
-        available = builders.available(registry_client, work_dir=work, **builder_opts)
+        available = builders.available(registry_client, work_dir=work,
+                                       parallel_builds=parallel_builds, **builder_opts)  # fmt: skip
         reconciler = controller.Reconciler(mirror, registry_client, work, settings, available)
         forever: dict[str, Any] = {}
         if not once:
@@ -209,6 +224,7 @@ def run(
             _run(reconciler, source, once, output, interval, webhook_listen, webhook_secret_file,
                  **forever)  # fmt: skip
         finally:
+            reconciler.builds.stop()
             reconciler.workers.close()
 
 
@@ -227,8 +243,8 @@ def _run(
     if once:
         # Only what is due (the remote moved, a retry, the base-image poll): an
         # idle `run --once` from a timer is one ls-remote, and reports what the
-        # last pass recorded.
-        report = reconciler.reconcile_once()
+        # last pass recorded. Builds it starts are waited for and pinned.
+        report = reconciler.reconcile_until_built()
         if report.skipped:
             report.pools = recorded_reports(reconciler.status)
         if not report.pools:
@@ -288,7 +304,7 @@ def _pass_text(report: controller.PassReport) -> str:
         if r.message and r.state not in ("pinned", "unchanged"):
             lines += [f"  {line}" for line in r.message.splitlines()]
     if report.commit:
-        lines.append(f"pin commit {report.commit} pushed")
+        lines += [f"pin commit {c} pushed" for c in report.commits or [report.commit]]
     elif not report.skipped:
         lines.append(f"no commit: pins at {report.head[:10]} are current")
     else:
@@ -307,6 +323,7 @@ def _pass_json(report: controller.PassReport) -> dict[str, Any]:
         for name, r in sorted(report.pools.items())
     }
     return {"head": report.head, "commit": report.commit, "skipped": report.skipped,
+            "commits": report.commits or ([report.commit] if report.commit else []),
             "pools": pools}  # fmt: skip
 
 
@@ -394,7 +411,7 @@ def _status_text(doc: dict[str, Any], now: float | None = None, color: bool = Fa
         paused = (pool.get("rollout") or {}).get("phase") == "Paused"
         if paused:
             notes.append(f"{name}: {pool['rollout']['reason']}")
-        for key in ("Held", "Stalled"):
+        for key in ("Building", "Held", "Stalled"):
             if conditions.get(key, {}).get("status"):
                 notes.append(f"{name}: {key.lower()}: {conditions[key]['message'].splitlines()[0]}")
         if pool.get("lastError") and not conditions.get("Stalled", {}).get("status"):

@@ -151,6 +151,7 @@ def _builder_opts(
     kubeconfig: str | None,
     build_namespace: str | None,
     builder_image: str | None,
+    build_lock_dir: Path | None,
 ) -> dict[str, Any]:
     return {
         "build_timeout_s": build_timeout,
@@ -158,6 +159,7 @@ def _builder_opts(
         "kubeconfig": kubeconfig,
         "namespace": build_namespace,
         "builder_image": builder_image,
+        "build_lock_dir": build_lock_dir,
     }
 
 
@@ -176,6 +178,13 @@ builder_options = option_group(
             type=click.Path(file_okay=False, path_type=Path),
             help="Where buildah build logs go (kept when a build fails). "
             "Default: build-logs in the work directory.",
+        ),
+        click.option(
+            "--build-lock-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Lock directory that makes buildah builds of the same inputs run once among "
+            "the reconcilers sharing it (a second one waits for the first). Default: "
+            "$XDG_RUNTIME_DIR/reconciler/build-locks, else /tmp/reconciler-<uid>/build-locks.",
         ),
         click.option(
             "--kubeconfig",

@@ -13,6 +13,9 @@ settings, stays; otherwise the plan's image is pinned, found by identity or buil
 when a build failed for these inputs before, only found). A pin whose image is right
 but whose `liveConfigDigest` is not is pinned again too (`Decision.live_only`): the
 same image, found by identity, with the new digest; nodes apply it without a reboot.
+A Containerfile build of the plan's inputs that runs in the background
+(`loop/builds.py`) makes the pool `building` (its pin stays) until it ends; a failed
+one is reported as a build failure would be, by the pass after it ends.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Literal
 
 from reconciler.core import pins
 
-Action = Literal["stalled", "failed", "unmanaged", "held", "unchanged", "build"]
+Action = Literal["stalled", "failed", "unmanaged", "held", "unchanged", "building", "build"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,19 @@ class Target:
 
 
 @dataclass(frozen=True)
+class BuildState:
+    """A background Containerfile build of a pool's target inputs, as a pass saw it."""
+
+    inputs_digest: str
+    running: bool
+    message: str
+    """Running: who builds what, since when; ended: the failure (with its log tail)."""
+    failed: bool = False
+    transient: bool = False
+    """For a failed build: whether a retry may help (else: wait for new inputs)."""
+
+
+@dataclass(frozen=True)
 class Decision:
     action: Action
     reason: str = ""
@@ -48,6 +64,9 @@ class Decision:
     live_only: bool = False
     """`build` where only the live settings differ from the pin: the image stays (so
     nothing is built and no node reboots); only `liveConfigDigest` changes."""
+    failed_inputs: str | None = None
+    """`stalled` by a build that failed for good: the inputs it failed for (recorded,
+    so they are not built again until they change)."""
 
 
 def same_image(pin: pins.Pin, target: Target) -> bool:
@@ -74,12 +93,15 @@ def decide(
     pin: pins.Pin | None = None,
     hold: str | None = None,
     failed_inputs: str | None = None,
+    build: BuildState | None = None,
 ) -> Decision:
     """One pool's decision (see the module docstring).
 
     `target` is None for an unmanaged pool; `problem` why the pool cannot be planned
     (`transient`: a retry may help); `pin` its current valid pin; `hold` why Git holds
-    it; `failed_inputs` the inputs digest a build failed for, for good.
+    it; `failed_inputs` the inputs digest a build failed for, for good; `build` a
+    background build of some inputs of the pool (only one of `target`'s counts: a build
+    of inputs the pool has moved away from is never pinned).
     """
     if problem is not None:
         return Decision("failed" if transient else "stalled", problem)
@@ -89,5 +111,13 @@ def decide(
         return Decision("held", hold)
     if pin is not None and satisfies(pin, target):
         return Decision("unchanged")
+    if build is not None and build.inputs_digest == target.inputs_digest:
+        if build.running:
+            return Decision("building", build.message)
+        if build.failed:
+            if build.transient:
+                return Decision("failed", build.message)
+            return Decision("stalled", build.message, failed_inputs=target.inputs_digest)
+        # ended well: `build`, and the loop pins what it pushed
     live_only = pin is not None and same_image(pin, target)
     return Decision("build", reuse_only=failed_inputs == target.inputs_digest, live_only=live_only)

@@ -24,7 +24,7 @@ from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import cosign, decision, history, load, model, pins, poolplan, verdict
 from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
-from reconciler.loop import building, holds, loading, parallel, planning, sources
+from reconciler.loop import building, builds, holds, loading, parallel, planning, sources
 from reconciler.loop.status import (
     BUILDING,
     HELD,
@@ -38,7 +38,7 @@ from reconciler.loop.status import (
 
 log = logging.getLogger("reconciler.controller")  # the logger keeps its name across moves
 
-PoolState = Literal["pinned", "unchanged", "held", "stalled", "failed", "unmanaged"]
+PoolState = Literal["pinned", "unchanged", "held", "stalled", "failed", "unmanaged", "building"]
 DEFAULT_AUTHOR = ("reconciler", "reconciler@gitops.bootc.dev")
 
 
@@ -54,6 +54,9 @@ class RunSettings:
     """Signs every image a pass pins, built or reused (`--image-signing-key`)."""
     registry_connections: int = parallel.DEFAULT_CONNECTIONS
     """Pools whose registry work (existence check, uploads, manifest) runs at once."""
+    builds: int = builds.DEFAULT_BUILDS
+    """Containerfile builds running at once in the background (`loop/builds.py`); 0:
+    inside the pass, which then waits for them (the way before issue 13)."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class PoolReport:
     reported from what the last pass recorded)."""
     builder: str | None = None
     """Who made or failed to make the image (native, buildah, job, reused), if a build
-    was tried."""
+    was tried (or, `building`, is running)."""
 
     def __post_init__(self) -> None:
         if self.image is None and self.pin is not None:
@@ -90,9 +93,16 @@ class PassReport:
     """The repository's warnings at `head` (keys Ignition would ignore, ...): they
     block nothing, but `status` shows them."""
 
+    commits: list[str] = field(default_factory=list)
+    """`run --once` (`reconcile_until_built`): the pin commits of each of its passes."""
+
     @property
     def changed(self) -> list[str]:
         return sorted(p for p, r in self.pools.items() if r.state == "pinned")
+
+    @property
+    def building(self) -> list[str]:
+        return sorted(p for p, r in self.pools.items() if r.state == "building")
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,8 @@ class Reconciler:
         self.plan_cache = planning.PlanCache()
         self.pin_cache: holds.PinCache = {}
         self.workers = parallel.RegistryWorkers(registry, settings.registry_connections)
+        self.builds = builds.Builds(self.builders, max(1, settings.builds), clock)
+        self._seen = self.builds.snapshot()
         self._save_lock = threading.Lock()
         self.observers: list[PassObserver] = []
 
@@ -156,6 +168,7 @@ class Reconciler:
         head = self.mirror.fetch(self.settings.branch)  # 1. fetch (one ls-remote if idle)
         if not force and not self._due(head, now):
             return PassReport(head=head, skipped=True)
+        self._seen = self.builds.snapshot()  # the background builds, as this pass sees them
         report = PassReport(head=head)
         for attempt in range(1, self.settings.push_attempts + 1):
             report = PassReport(head=head, attempts=attempt)
@@ -185,7 +198,7 @@ class Reconciler:
 
     def _due(self, head: str, now: float) -> bool:
         status = self.status
-        if head != status.observed_head:
+        if head != status.observed_head or self.builds.has_ended():
             return True
         retry = status.next_retry()
         if retry is not None and retry <= now:
@@ -232,11 +245,16 @@ class Reconciler:
         for pool in sorted(outcomes):
             outcome, existing = outcomes[pool], pinned.get(pool)
             hold = held[pool].reason if pool in held else None
-            choice = planning.decide(outcome, existing, hold, self.status.pool(pool).failed_inputs)
+            running = self._seen.state(outcome.inputs_digest) if isinstance(
+                outcome, poolplan.PoolPlan) else None  # fmt: skip
+            choice = planning.decide(outcome, existing, hold, self.status.pool(pool).failed_inputs,
+                                     running)  # fmt: skip
             if choice.action != "build":
                 report.pools[pool] = PoolReport(
-                    pool, choice.action, choice.reason, existing, choice.action == "failed"
-                )
+                    pool, choice.action, choice.reason, existing, choice.action == "failed",
+                    choice.failed_inputs, builder=getattr(outcome, "builder", None) if running
+                    else None,
+                )  # fmt: skip
                 continue
             assert isinstance(outcome, poolplan.PoolPlan)  # noqa: S101 - decide() says so
             jobs.append((outcome, existing, choice))
@@ -283,18 +301,29 @@ class Reconciler:
                     existing, inputs_digest=plan.inputs_digest,
                 )  # fmt: skip
                 return None
-            if plan.builder != "native" and not live_only:
-                # Containerfile builds take a while: say so before, for `status`
-                # (a live-only change finds the pinned image: nothing to build).
-                if pool_status.set(BUILDING, True, Reason.BUILDING, f"{plan.builder} build of "
-                                   f"{plan.target}", self.clock()):  # fmt: skip
-                    log.info("pool %s: building image for inputs %s with %s", plan.pool,
-                             plan.inputs_digest[:19], plan.builder)  # fmt: skip
-                with self._save_lock:
-                    self.store.save(self.status)
-            result = building.ensure_image(
-                registry, plan, self.builders, self.settings.image_signer
-            )
+            if self.settings.builds > 0:
+                # 5. found, native, or ended in the background: pinned now; else started
+                found = self._find_or_start(plan, registry)
+                if isinstance(found, builds.Build):
+                    report.pools[plan.pool] = PoolReport(
+                        plan.pool, "building", found.describe(self.clock()), existing,
+                        builder=plan.builder,
+                    )  # fmt: skip
+                    return None
+                result = found
+            else:
+                if plan.builder != "native" and not live_only:
+                    # Containerfile builds take a while: say so before, for `status`
+                    # (a live-only change finds the pinned image: nothing to build).
+                    if pool_status.set(BUILDING, True, Reason.BUILDING, f"{plan.builder} build "
+                                       f"of {plan.target}", self.clock()):  # fmt: skip
+                        log.info("pool %s: building image for inputs %s with %s", plan.pool,
+                                 plan.inputs_digest[:19], plan.builder)  # fmt: skip
+                    with self._save_lock:
+                        self.store.save(self.status)
+                result = building.ensure_image(
+                    registry, plan, self.builders, self.settings.image_signer
+                )
         except ReconcilerError as exc:
             transient = is_transient(exc)
             report.pools[plan.pool] = PoolReport(
@@ -314,6 +343,20 @@ class Reconciler:
             plan.pool, "pinned", result.built_by, pin, builder=result.built_by
         )
         return history.PinChange(pin, existing)
+
+    def _find_or_start(
+        self, plan: poolplan.PoolPlan, registry: RegistryClient
+    ) -> building.BuildResult | builds.Build:
+        """The plan's image: built in the background by now, found (one HEAD), or built
+        natively; else its Containerfile build, started in the background."""
+        result = self._seen.result(plan.inputs_digest) or building.find_or_build_native(
+            registry, plan
+        )
+        if result is None:
+            return self.builds.start(plan)
+        if self.settings.image_signer is not None:
+            building.sign(registry, result, self.settings.image_signer)
+        return result
 
     def _commit(self, head: str, source: CommitInfo, changes: list[history.PinChange]) -> str:
         rendered = {
@@ -359,6 +402,7 @@ class Reconciler:
         for gone in set(status.pools) - set(report.pools):
             del status.pools[gone]
         self.store.save(status)
+        self.builds.forget(self._seen.ended())  # pinned or reported now
 
     # --- running --------------------------------------------------------------------------
 
@@ -374,6 +418,7 @@ class Reconciler:
         """Pass after pass until `stop`; `trigger` (a webhook, a local commit) starts
         the next pass at once. Errors of a whole pass are logged and retried."""
         failures = 0
+        self.builds.wake = trigger.set  # a build that ends starts the pass that pins it
         while not stop.is_set():
             self._notify(None)
             started = time.monotonic()
@@ -393,6 +438,32 @@ class Reconciler:
                 log.log(level, "pass failed (retrying in %.0fs): %s", wait, exc)
             trigger.wait(wait)
             trigger.clear()
+
+    def reconcile_until_built(self) -> PassReport:
+        """`run --once`: a pass, then, while Containerfile builds it started run, wait
+        for them and pass again (each pass makes its own commit), so a one-shot job
+        never exits with a build nobody pins. The report holds each pool's last state
+        (`pinned` if any of the passes pinned it) and every pass's commit."""
+        report = self.reconcile_once()
+        commits = [report.commit] if report.commit else []
+        while self.builds.running() or self.builds.has_ended():
+            waiting = self.builds.running()
+            if waiting:
+                log.info("waiting for %d build(s): %s", len(waiting),
+                         ", ".join(f"{b.pool} ({b.builder})" for b in waiting))  # fmt: skip
+                self.builds.wait()
+            later = self.reconcile_once()
+            if later.skipped:
+                break
+            for pool, result in later.pools.items():
+                if not (result.state == "unchanged" and pool in report.changed):
+                    report.pools[pool] = result
+            report.head, report.warnings = later.head, later.warnings
+            if later.commit:
+                report.commit = later.commit
+                commits.append(later.commit)
+        report.commits = commits
+        return report
 
     def _notify(self, outcome: PassOutcome | None) -> None:
         """Tell the observers a pass starts (None) or how it ended; their failures are
@@ -452,7 +523,9 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
         pool.image = result.pin.spec.image
         pool.source_commit = result.pin.spec.source_commit
         pool.inputs_digest = result.pin.spec.inputs_digest
-    changed.append(pool.set(BUILDING, False, Reason.IDLE, "", now))
+    building_now = result.state == "building"
+    changed.append(pool.set(BUILDING, building_now, Reason.BUILDING if building_now else
+                            Reason.IDLE, result.message if building_now else "", now))  # fmt: skip
     pool.failed_inputs = result.inputs_digest if result.state == "stalled" else None
     if result.state in ("pinned", "unchanged"):
         pool.clear_failures()
@@ -488,6 +561,14 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
         pool.last_error = None
         changed += [
             pool.set(READY, False, Reason.UNMANAGED, result.message, now),
+            pool.set(STALLED, False, "", "", now),
+            pool.set(HELD, False, "", "", now),
+        ]
+    elif building_now:
+        # the old pin stays until the build ends; the pass after it pins or reports it
+        pool.clear_failures()
+        changed += [
+            pool.set(READY, False, Reason.BUILDING, result.message, now),
             pool.set(STALLED, False, "", "", now),
             pool.set(HELD, False, "", "", now),
         ]

@@ -218,8 +218,10 @@ def decide(
     pin: pins.Pin | None,
     hold: str | None = None,
     failed_inputs: str | None = None,
+    build: decision.BuildState | None = None,
 ) -> decision.Decision:
-    """`decision.decide` for a planned pool: the one call the loop and `plan` make."""
+    """`decision.decide` for a planned pool: the one call the loop and `plan` make
+    (`build`: the loop's background build of the pool's inputs, if any)."""
     if isinstance(outcome, PoolFailure):
         return decision.decide(
             target=None, problem=str(outcome.error), transient=outcome.transient, pin=pin
@@ -227,8 +229,9 @@ def decide(
     if isinstance(outcome, Unmanaged):
         return decision.decide(target=None, pin=pin)
     return decision.decide(
-        target=outcome.decision_target, pin=pin, hold=hold, failed_inputs=failed_inputs
-    )
+        target=outcome.decision_target, pin=pin, hold=hold, failed_inputs=failed_inputs,
+        build=build,
+    )  # fmt: skip
 
 
 def outcomes_summary(outcomes: Mapping[str, PoolOutcome]) -> list[dict[str, Any]]:

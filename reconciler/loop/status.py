@@ -62,7 +62,8 @@ class Reason:
     UNMANAGED = "Unmanaged"
     """Ready False: the pool has no MachineOSConfig, so nothing is built for it."""
     BUILDING = "Building"
-    """Building: a Containerfile build is running."""
+    """Building: a Containerfile build is running (and Ready False: the pin stays the
+    old image until it ends)."""
     IDLE = "Idle"
     """Building False."""
     AS_EXPECTED = "AsExpected"
@@ -74,7 +75,7 @@ MAX_BACKOFF_S = 300.0
 FIRST_BACKOFF_S = 5.0
 
 
-RecordedState = Literal["unchanged", "held", "stalled", "failed", "unmanaged"]
+RecordedState = Literal["unchanged", "held", "stalled", "failed", "unmanaged", "building"]
 """The pass states (`controller.PoolState`) the conditions tell apart."""
 
 
@@ -115,6 +116,8 @@ class PoolStatus:
         """The pass's state (`controller.PoolState`) these conditions were set from
         (`controller._apply`): pinned and unchanged both read as `unchanged`."""
         ready = self.conditions.get("Ready")
+        if self.is_true("Building"):
+            return "building"
         if self.is_true("Held"):
             return "held"
         if self.is_true("Stalled"):

@@ -396,8 +396,12 @@ def test_a_failed_containerfile_build_is_a_pool_condition_never_a_pin(
 
     r = controller.Reconciler(mirror, client, work, controller.RunSettings(),
                               builders.available(client, work_dir=work))  # fmt: skip
-    report = r.reconcile_once()
-    assert report.changed == ["master", "worker"]  # the others go on
+    first = r.reconcile_once()
+    assert first.changed == ["master", "worker"]  # the others go on, not waiting
+    assert first.building == ["infra"]  # built in the background
+    assert r.builds.wait(120)
+    report = r.reconcile_once()  # the pass after the build ends reports it
+    assert report.commit is None
     infra = report.pools["infra"]
     assert infra.state == "stalled"
     assert "about to fail" in infra.message  # the log tail is in the pool's condition

@@ -38,6 +38,9 @@ def pin(
     )
 
 
+RUNNING = decision.BuildState(INPUTS, True, "buildah build of ... running (this reconciler)")
+RUNNING_OLD = decision.BuildState(OTHER, True, "buildah build of ... running (this reconciler)")
+BUILT = decision.BuildState(INPUTS, False, "")
 HOLD = "pin set by Admin in abc (revert); held until the pool's inputs change"
 # (id, decide(...) keywords, expected action, expected reuse_only[, expected live_only])
 TABLE = [
@@ -68,7 +71,15 @@ TABLE = [
     ("live changed, other repository", {"target": LIVE_TARGET, "pin": pin(repo=REPO + "-2")}, "build", False, False),
     ("live changed, but held", {"target": LIVE_TARGET, "pin": pin(live=LIVE_2), "hold": HOLD}, "held", False),
     ("live changed, never pinned", {"target": LIVE_TARGET}, "build", False, False),
+    # background builds (issue 13): a running build of the target's inputs keeps the pin
+    ("building these inputs", {"target": TARGET, "pin": pin(OTHER), "build": RUNNING}, "building", False),
+    ("building an obsolete build", {"target": TARGET, "pin": pin(OTHER), "build": RUNNING_OLD}, "build", False),
+    ("building, but held", {"target": TARGET, "pin": pin(OTHER), "hold": HOLD, "build": RUNNING}, "held", False),
+    ("building, but a config problem", {"target": None, "problem": "bad", "pin": pin(), "build": RUNNING}, "stalled", False),
+    ("built: pin it", {"target": TARGET, "pin": pin(OTHER), "build": BUILT}, "build", False),
 ]  # fmt: skip
+
+BUILD_FAILED = "pool worker: the build failed (a RUN step or the Containerfile)"
 
 
 @pytest.mark.parametrize(
@@ -83,3 +94,22 @@ def test_decision_table(kw: dict, action: str, reuse_only: bool, live_only: bool
         assert got.reason == kw["problem"]  # the pool's status says why
     if action == "held":
         assert got.reason == HOLD
+
+
+@pytest.mark.parametrize(("transient", "action"), [(False, "stalled"), (True, "failed")])
+def test_a_failed_background_build_is_reported_like_a_failed_build(
+    transient: bool, action: str
+) -> None:
+    failed = decision.BuildState(INPUTS, False, BUILD_FAILED, failed=True, transient=transient)
+    got = decision.decide(target=TARGET, pin=pin(OTHER), build=failed)
+    assert (got.action, got.reason) == (action, BUILD_FAILED)
+    # for good: these inputs are recorded, so later passes do not build them again
+    assert got.failed_inputs == (None if transient else INPUTS)
+    # a failure of inputs the pool has left says nothing about its new inputs
+    old = decision.BuildState(OTHER, False, BUILD_FAILED, failed=True, transient=transient)
+    assert decision.decide(target=TARGET, pin=pin(OTHER), build=old).action == "build"
+
+
+def test_a_running_build_says_who_builds_in_the_pools_reason() -> None:
+    got = decision.decide(target=TARGET, build=RUNNING)
+    assert got.reason == RUNNING.message

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import extras
-from reconciler.adapters.builders import buildah
+from reconciler.adapters.builders import buildah, buildlock
 from reconciler.adapters.registry import RegistryClient
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,16 @@ def available(
     in_cluster: bool | None = None,
     namespace: str | None = None,
     builder_image: str | None = None,
+    build_lock_dir: str | os.PathLike[str] | None = None,
+    parallel_builds: int = 1,
 ) -> dict[str, Any]:
     """The Containerfile builders this machine can run, by name (`buildah`, `job`).
 
     - `buildah` when `buildah` is on PATH; its storage, build directories and logs live
       under `work_dir` (default: a `reconciler` directory in the system temp dir), logs
-      in `build_log_dir` if given.
+      in `build_log_dir` if given; `parallel_builds` storages (builds at once); one
+      build per inputs digest among the processes sharing `build_lock_dir` (default
+      `buildlock.default_dir()`: this user's, on this host).
     - `job` when a kubeconfig is given, or when running in a pod
       (`KUBERNETES_SERVICE_HOST`, or `in_cluster=True`); Jobs go to `namespace`
       (default: the pod's own namespace, else `default`).
@@ -59,6 +63,8 @@ def available(
             timeout_s=timeout,
             log_dir=Path(build_log_dir) if build_log_dir is not None else None,
             storage_driver=storage_driver,
+            locks=buildlock.BuildLocks(Path(build_lock_dir) if build_lock_dir else None),
+            storages=max(1, parallel_builds),
         )
     if in_cluster is None:
         in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))

@@ -23,11 +23,21 @@ How, and why:
 - One build at a time per storage (a file lock), so working containers left by a
   killed build (a reconciler restart, a timeout) are stale by definition and the
   script removes them before building: a killed build never breaks the next one, and
-  nothing it left behind is reused.
+  nothing it left behind is reused. `storages` builds may run at once, each in a
+  storage of its own (`containers`, `containers-1`, ...: the base is pulled into each).
+- One build per inputs digest on this host, whichever reconciler process starts it:
+  a lock per inputs digest in a directory those processes share (`buildlock.py`). A
+  build that finds the lock held waits for its holder and raises `BuiltElsewhere`
+  (`building.ensure_image` then finds the image by its tag, or builds if the other
+  build failed). Both locks are inherited by the build's processes: when the
+  reconciler is killed (SIGKILL, OOM), its build keeps them until it exits, so no
+  second build starts over it and no stale-container cleanup runs under it. (Such an
+  orphan ends at its next line of output, its log pipe gone, or when it is done.)
 - Logs stream line by line to `<log_dir>/<pool>-<id>.log` and to the logger (one INFO
   line per Containerfile step, the rest at DEBUG), with every credential string
   replaced by `***`. The log is kept when the build fails, removed when it succeeds.
-- A timeout kills the whole process group (buildah and what it started).
+- A timeout, `stop` (the reconciler shutting down) or Ctrl-C kills the whole process
+  group (buildah and what it started).
 - Credentials: the registry client's, for exactly the base and the target, written to
   a private (0600) auth file for the build's duration (`--authfile`), so pull secrets
   and every auth-file format the client reads work with buildah too; `--tls-verify=false`
@@ -46,11 +56,11 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from reconciler.adapters.builders import script
+from reconciler.adapters.builders import buildlock, script
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import reference
 from reconciler.core.poolplan import PoolPlan
@@ -72,6 +82,11 @@ runtime = "runc"
 """
 
 
+class BuiltElsewhere(BuildError):
+    """Another process held the build lock of these inputs and has let it go: look the
+    image up by its tag (it may have failed: then build)."""
+
+
 class BuildahBuilder:
     """Builds with `buildah bud --isolation chroot` on this machine (module docstring)."""
 
@@ -86,26 +101,40 @@ class BuildahBuilder:
         log_dir: Path | None = None,
         storage_driver: str = "vfs",
         buildah: str = "buildah",
+        locks: buildlock.BuildLocks | None = None,
+        storages: int = 1,
     ) -> None:
         if storage_driver not in ("vfs", "overlay"):
             raise ValueError(f"storage driver {storage_driver!r}: use vfs or overlay")
+        if storages < 1:
+            raise ValueError(f"storages must be at least 1, not {storages}")
         self.registry = registry
         self.work_dir = Path(work_dir)
         self.timeout_s = timeout_s
         self.log_dir = Path(log_dir) if log_dir is not None else self.work_dir / "build-logs"
         self.storage_driver = storage_driver
         self.buildah = buildah
+        self.locks = locks or buildlock.BuildLocks()
+        self.storages = storages
         self.last_pgid: int | None = None
         """The process group of the latest build (tests check it is gone after a kill)."""
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._stopping = threading.Event()
+        self._guard = threading.Lock()
 
     # --- paths ----------------------------------------------------------------------------
 
     @property
     def storage_dir(self) -> Path:
-        return self.work_dir / "containers"
+        """The first storage (the only one with `storages` 1)."""
+        return self.storage_dirs[0]
 
-    def _configure_storage(self) -> dict[str, str]:
-        root = self.storage_dir
+    @property
+    def storage_dirs(self) -> list[Path]:
+        return [self.work_dir / ("containers" if i == 0 else f"containers-{i}")
+                for i in range(self.storages)]  # fmt: skip
+
+    def _configure_storage(self, root: Path) -> dict[str, str]:
         (root / "storage").mkdir(parents=True, exist_ok=True)
         (root / "run").mkdir(parents=True, exist_ok=True)
         storage_conf = root / "storage.conf"
@@ -126,24 +155,65 @@ class BuildahBuilder:
         }
 
     @contextlib.contextmanager
-    def _storage_lock(self, pool: str) -> Iterator[None]:
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.storage_dir / "lock", "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("pool %s: waiting for another build to finish with %s", pool,
-                         self.storage_dir)  # fmt: skip
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _storage_lock(self, pool: str) -> Iterator[tuple[Path, int]]:
+        """A free storage and its lock's descriptor (for the build to inherit)."""
+        files = []
+        try:
+            for root in self.storage_dirs:
+                root.mkdir(parents=True, exist_ok=True)
+                f = open(root / "lock", "w")  # noqa: SIM115 - closed below
+                files.append(f)
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue
+                yield root, f.fileno()
+                return
+            log.info("pool %s: waiting for another build to finish with %s", pool,
+                     self.storage_dirs[0])  # fmt: skip
+            fcntl.flock(files[0], fcntl.LOCK_EX)
+            yield self.storage_dirs[0], files[0].fileno()
+        finally:
+            for f in files:
+                f.close()  # closing lets the lock go
+
+    def _claim(self, plan: PoolPlan, waiting: Callable[[str], None] | None) -> buildlock.Claim:
+        """This host's lock of the plan's inputs; if another process holds it, wait for
+        it to let go and raise `BuiltElsewhere`."""
+        what = f"buildah build of {plan.target} for pool {plan.pool} (work dir {self.work_dir})"
+        claim = self.locks.try_claim(plan.inputs_digest, what)
+        if claim is not None:
+            return claim
+        holder = self.locks.holder(plan.inputs_digest)
+        log.info("pool %s: %s is already being built: %s; waiting for it", plan.pool,
+                 plan.target, holder)  # fmt: skip
+        if waiting is not None:
+            waiting(holder)
+        if not self.locks.wait(plan.inputs_digest, stop=self._stopping):
+            raise BuildError(f"pool {plan.pool}: stopped while waiting for {holder}",
+                             transient=True)  # fmt: skip
+        raise BuiltElsewhere(
+            f"pool {plan.pool}: {plan.target} was being built by {holder}, which has ended; "
+            "look it up in the registry",
+            transient=True,
+        )
+
+    def stop(self) -> None:
+        """Kill the builds running now (the reconciler is shutting down) and end waits
+        for other processes' builds; each fails as a transient `BuildError`."""
+        self._stopping.set()
+        with self._guard:
+            running = list(self._running)
+        for proc in running:
+            _kill_group(proc)
 
     # --- the build ------------------------------------------------------------------------
 
-    def build(self, plan: PoolPlan) -> str:
-        """Build `plan`'s Containerfile, push it to `plan.target`; return the digest."""
+    def build(self, plan: PoolPlan, waiting: Callable[[str], None] | None = None) -> str:
+        """Build `plan`'s Containerfile, push it to `plan.target`; return the digest.
+
+        When another process is building these inputs, `waiting` hears who, this waits
+        for it and raises `BuiltElsewhere`."""
         if shutil.which(self.buildah) is None:
             raise BuildError(
                 f"pool {plan.pool}: {self.buildah!r} is not on PATH; install buildah "
@@ -157,7 +227,8 @@ class BuildahBuilder:
         auth = script.auth_document(
             self.registry.credentials, [inputs.base, inputs.target]
         )  # fmt: skip
-        with self._storage_lock(plan.pool):
+        claim = self._claim(plan, waiting)
+        with claim, self._storage_lock(plan.pool) as (root, storage_fd):
             # A directory left by a killed build is replaced, never reused.
             shutil.rmtree(build_dir, ignore_errors=True)
             input_dir, work = build_dir / "input", build_dir / "work"
@@ -166,7 +237,7 @@ class BuildahBuilder:
             os.chmod(build_dir, 0o700)
             for name, data in inputs.files().items():
                 (input_dir / name).write_bytes(data)
-            env = self._env(inputs, input_dir, work)
+            env = self._env(inputs, input_dir, work, root)
             if not auth.empty:
                 authfile = build_dir / "auth.json"
                 fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -175,7 +246,8 @@ class BuildahBuilder:
                 env["PULL_AUTHFILE"] = env["PUSH_AUTHFILE"] = str(authfile)
                 log.debug("pool %s: registry logins from %s", plan.pool, ", ".join(auth.sources))
             try:
-                code, tail = self._run(inputs, env, log_path, script.LogTail(auth.secrets))
+                code, tail = self._run(inputs, env, log_path, script.LogTail(auth.secrets),
+                                       keep=(claim.fd, storage_fd))  # fmt: skip
             finally:
                 # The auth file never outlives the build, whatever happened.
                 (build_dir / "auth.json").unlink(missing_ok=True)
@@ -192,14 +264,16 @@ class BuildahBuilder:
         )
         return digest
 
-    def _env(self, inputs: script.BuildInputs, input_dir: Path, work: Path) -> dict[str, str]:
+    def _env(
+        self, inputs: script.BuildInputs, input_dir: Path, work: Path, storage: Path
+    ) -> dict[str, str]:
         env = {
             k: v
             for k, v in os.environ.items()
             # Our auth file and storage replace whatever the environment names.
             if k not in ("REGISTRY_AUTH_FILE", "CONTAINERS_STORAGE_CONF", "CONTAINERS_CONF")
         }
-        env.update(self._configure_storage())
+        env.update(self._configure_storage(storage))
         insecure = self.registry.insecure
         env.update(
             INPUT_DIR=str(input_dir),
@@ -231,8 +305,12 @@ class BuildahBuilder:
         env: dict[str, str],
         log_path: Path,
         tail: script.LogTail,
+        keep: tuple[int, ...] = (),
     ) -> tuple[int | None, str]:
-        """Run build.sh; stream its output; returns (exit status or None if killed, tail)."""
+        """Run build.sh; stream its output; returns (exit status or None if killed, tail).
+        `keep`: the lock descriptors the build's processes hold on to (module docstring)."""
+        if self._stopping.is_set():
+            raise BuildError(f"pool {inputs.pool}: the reconciler is stopping", transient=True)
         started = time.monotonic()
         with open(log_path, "w") as log_file:
             proc = subprocess.Popen(
@@ -243,8 +321,11 @@ class BuildahBuilder:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: a timeout kills it all
+                pass_fds=keep,
             )
             self.last_pgid = proc.pid
+            with self._guard:
+                self._running.add(proc)
             if proc.stdout is None:  # cannot happen with stdout=PIPE; says so to mypy
                 raise RuntimeError("no pipe from the build")
             reader = threading.Thread(
@@ -270,6 +351,9 @@ class BuildahBuilder:
                 # Interrupted (Ctrl-C, shutdown): never leave a build running behind us.
                 _kill_group(proc)
                 raise
+            finally:
+                with self._guard:
+                    self._running.discard(proc)
             reader.join(timeout=_KILL_GRACE_S)
         if code is not None and code < 0:
             code = None  # killed by a signal

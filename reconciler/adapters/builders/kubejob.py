@@ -28,9 +28,11 @@ Objects, all in one namespace and named from the inputs digest
   retrying cannot fix is reported again on every pass until the inputs change or
   someone deletes the Job, a transient one (pull, push, deadline) is deleted and
   started afresh on the next pass.
-- A reconciler that restarts mid-build finds the Job by name and waits for it: one
-  build per inputs digest, never two. A wait that times out leaves the Job running for
-  the next pass to pick up.
+- A reconciler that restarts mid-build, or a second one, finds the Job by name and
+  waits for it: one build per inputs digest, never two (the loop reports the pool as
+  building meanwhile). A wait that times out leaves the Job running for the next pass
+  to pick up; a Job that is gone when its image is in the registry was finished and
+  cleaned up by another waiter.
 
 The pod sets no securityContext, like MCO's build pod (which runs unprivileged as UID
 1000 with the anyuid SCC granted to its service account): a cluster whose policy
@@ -165,8 +167,10 @@ class JobBuilder:
 
     # --- the build ------------------------------------------------------------------------
 
-    def build(self, plan: PoolPlan) -> str:
-        """Run (or pick up) the pool's build Job; return the pushed digest."""
+    def build(self, plan: PoolPlan, waiting: Callable[[str], None] | None = None) -> str:
+        """Run (or pick up) the pool's build Job; return the pushed digest. A Job that
+        exists already (another replica's, or ours before a restart) is waited for, and
+        `waiting` hears of it."""
         inputs = script.prepare(plan)
         name = job_name(plan.pool, plan.inputs_digest)
         try:
@@ -186,6 +190,8 @@ class JobBuilder:
                 else:
                     log.info("pool %s: Job %s/%s already exists (%s); waiting for it",
                              plan.pool, self.namespace, name, state)  # fmt: skip
+                    if waiting is not None:
+                        waiting(f"Job {self.namespace}/{name} ({state}, found running)")
             if job is None:
                 self._start(plan, inputs, name)
             job = self._wait(inputs, name)
@@ -418,6 +424,9 @@ class JobBuilder:
         last = ""
         while True:
             job = self._get("jobs", name)
+            if job is None and self._pushed(inputs) is not None:
+                # Done, and cleaned up by another reconciler that waited for it too.
+                return {}
             if job is None:
                 raise BuildError(
                     f"pool {inputs.pool}: build Job {self.namespace}/{name} was deleted while "
@@ -447,7 +456,7 @@ class JobBuilder:
         pod = _latest(self._pods(name), "Succeeded")
         status = _container_status(pod) if pod else None
         message = ((status or {}).get("state", {}).get("terminated") or {}).get("message", "")
-        pushed = self.registry.manifest_digest(inputs.target, inputs.target.tag or "")
+        pushed = self._pushed(inputs)
         if not message:
             # The pod is gone (garbage-collected): the registry has the answer.
             if pushed is None:
@@ -465,6 +474,13 @@ class JobBuilder:
                 transient=True,
             )
         return digest
+
+    def _pushed(self, inputs: script.BuildInputs) -> str | None:
+        """What the registry holds under the build's tag (one HEAD)."""
+        # A client of its own: builds run in background threads beside the pass, and a
+        # client is not thread-safe.
+        with self.registry.clone() as registry:
+            return registry.manifest_digest(inputs.target, inputs.target.tag or "")
 
     def _failure(self, inputs: script.BuildInputs, job: dict[str, Any]) -> BuildError:
         name = job["metadata"]["name"]
