@@ -133,8 +133,9 @@ class Builds:
         builder = building.containerfile_builder(plan, self.builders)  # none: fails now
         with self._cond:
             found = self._builds.get(plan.inputs_digest)
-            if found is not None:
-                return found
+            if found is not None and not found.elsewhere_done:
+                return found  # running, or ended and not yet pinned or reported
+            # (ended elsewhere and not in the registry: that build failed; build here)
             build = Build(plan.pool, plan.inputs_digest, plan.builder, str(plan.target),
                           queued_at=self.clock())  # fmt: skip
             self._builds[plan.inputs_digest] = build

@@ -157,6 +157,9 @@ class Reconciler:
         self.workers = parallel.RegistryWorkers(registry, settings.registry_connections)
         self.builds = builds.Builds(self.builders, max(1, settings.builds), clock)
         self._seen = self.builds.snapshot()
+        # a build recorded as running when this process started (a restart): the first
+        # pass is due, to find it (its lock, its Job) or its image
+        self._resume = any(p.is_true(BUILDING) for p in self.status.pools.values())
         self._save_lock = threading.Lock()
         self.observers: list[PassObserver] = []
 
@@ -198,7 +201,7 @@ class Reconciler:
 
     def _due(self, head: str, now: float) -> bool:
         status = self.status
-        if head != status.observed_head or self.builds.has_ended():
+        if head != status.observed_head or self.builds.has_ended() or self._resume:
             return True
         retry = status.next_retry()
         if retry is not None and retry <= now:
@@ -389,6 +392,7 @@ class Reconciler:
         status = self.status
         status.observed_head = report.head
         status.last_pass = now
+        self._resume = False
         if report.commit:
             status.last_commit = report.commit
             log.info("pin commit %s pushed to Git (%s)", report.commit[:10],

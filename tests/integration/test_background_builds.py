@@ -12,6 +12,9 @@ it.
 
 from __future__ import annotations
 
+import fcntl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -250,6 +253,63 @@ def test_a_restarted_reconciler_pins_a_build_that_ended_by_its_tag_without_build
     assert report.pools["infra"].builder == "reused"
     assert not restarted.builds.running()
     assert not (setup.root / "r1-restarted" / "containers").exists()
+
+
+def test_a_reconciler_killed_mid_build_leaves_the_lock_to_its_build_and_the_restart_waits(
+    setup: Setup,
+) -> None:
+    work = setup.root / "killed"
+    locks = setup.root / "build-locks"
+    argv = [sys.executable, "-m", "reconciler", "run", "--repo", setup.server.url,
+            "--work-dir", str(work), "--insecure-registry", setup.registry.host,
+            "--authfile", str(setup.registry.authfile), "--build-lock-dir", str(locks),
+            "--interval", "600"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the build's RUN step", lambda: "RUN while wget" in build_log(work))
+    finally:
+        proc.kill()  # SIGKILL: no clean-up of any kind
+        proc.wait()
+    [lock] = held(locks)
+    assert f"pid {proc.pid} " in lock.read_text()
+    time.sleep(1.0)
+    assert held(locks) == [lock]  # the orphaned build keeps it
+
+    restarted = setup.reconciler("killed")  # the same work directory and lock directory
+    assert restarted.reconcile_once().pools["infra"].state == "building"
+    wait_for("the restart to find the lock", lambda: restarted.builds.running()[0].by)
+    assert f"pid {proc.pid} " in (restarted.builds.running()[0].by or "")
+    assert restarted.reconcile_once(force=True).pools["infra"].state == "building"
+
+    setup.gate.unlink()  # the orphan ends (its log pipe is gone) or finishes: either way,
+    assert restarted.builds.wait(WAIT_S)  # the lock goes, and the restart takes over
+    report = restarted.reconcile_once()
+    if report.pools["infra"].state == "building":  # the orphan died before its push
+        assert restarted.builds.wait(WAIT_S)
+        report = restarted.reconcile_once()
+    assert report.changed == ["infra"], report.pools["infra"]
+    assert report.pools["infra"].builder in ("buildah", "reused")
+    pin = setup.pin("infra")
+    assert setup.registry.skopeo_digest(pin.spec.image) == pin.spec.digest
+    assert held(locks) == []
+
+
+def build_log(work: Path) -> str:
+    return "".join(p.read_text() for p in (work / "build-logs").glob("infra-*.log"))
+
+
+def held(locks: Path) -> list[Path]:
+    """The lock files someone holds now."""
+    found = []
+    for path in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                found.append(path)
+            else:
+                fcntl.flock(f, fcntl.LOCK_UN)
+    return found
 
 
 def test_a_failed_background_build_is_stalled_with_its_log_tail_and_not_rebuilt(
