@@ -13,6 +13,7 @@ it.
 from __future__ import annotations
 
 import fcntl
+import json
 import subprocess
 import sys
 import threading
@@ -24,10 +25,12 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from reconciler.adapters import builders, git
 from reconciler.adapters.builders import buildlock, kubejob
 from reconciler.adapters.kube import Kube
+from reconciler.cli import cli
 from reconciler.core import pins
 from reconciler.loop import controller
 from tests.fixtures.buildbase import BuildBase
@@ -267,9 +270,16 @@ def test_a_reconciler_killed_mid_build_leaves_the_lock_to_its_build_and_the_rest
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for("the build's RUN step", lambda: "RUN while wget" in build_log(work))
+        wait_for("the pass's record", lambda: "infra" in recorded_building(work))
     finally:
         proc.kill()  # SIGKILL: no clean-up of any kind
         proc.wait()
+    # `status` says so, from what the pass recorded
+    shown = CliRunner().invoke(cli, ["status", "--repo", setup.server.url, "--work-dir", str(work)])
+    assert shown.exit_code == 0, shown.output
+    [row] = [line for line in shown.stdout.splitlines() if line.startswith("infra ")]
+    assert row.split()[1:3] == ["False", "Building"]
+    assert "infra: building: buildah build of" in shown.stdout
     [lock] = held(locks)
     assert f"pid {proc.pid} " in lock.read_text()
     time.sleep(1.0)
@@ -292,6 +302,15 @@ def test_a_reconciler_killed_mid_build_leaves_the_lock_to_its_build_and_the_rest
     pin = setup.pin("infra")
     assert setup.registry.skopeo_digest(pin.spec.image) == pin.spec.digest
     assert held(locks) == []
+
+
+def recorded_building(work: Path) -> list[str]:
+    try:
+        doc = json.loads((work / "status.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [n for n, p in doc["pools"].items()
+            if p["conditions"].get("Building", {}).get("status")]  # fmt: skip
 
 
 def build_log(work: Path) -> str:
@@ -339,6 +358,23 @@ def test_a_failed_background_build_is_stalled_with_its_log_tail_and_not_rebuilt(
     assert "about to fail" in later.pools["infra"].message
     assert not r.builds.running()
     assert len(list((tmp_path / "r1" / "build-logs").glob("infra-*.log"))) == 1
+
+
+def test_run_once_cli_waits_for_its_build_and_says_what_each_pass_committed(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    threading.Timer(3.0, lambda: setup.gate.unlink(missing_ok=True)).start()
+    args = ["run", "--once", "--repo", setup.server.url, "--work-dir", str(setup.root / "w"),
+            "--insecure-registry", setup.registry.host, "--build-lock-dir",
+            str(setup.root / "build-locks")]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "infra: pinned" in result.stdout
+    commits = [line for line in result.stdout.splitlines() if line.startswith("pin commit ")]
+    assert len(commits) == 2
+    assert setup.pinned() == ["infra", "master", "worker"]
+    assert "waiting for 1 build(s): infra (buildah)" in caplog.messages
 
 
 def test_run_once_waits_for_its_builds_and_pins_them(setup: Setup) -> None:
