@@ -106,7 +106,8 @@ class LoopMetrics:
         if report.attempts > 1:
             self.push_retries.inc(report.attempts - 1)
         for pool in report.pools.values():
-            if pool.builder is not None:
+            # a build that is still running is counted by the pass that pins or fails it
+            if pool.builder is not None and pool.state != "building":
                 ok = pool.state == "pinned"
                 self.builds.labels(pool.builder, "success" if ok else "failure").inc()
         self._pools(outcome)
