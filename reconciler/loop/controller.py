@@ -253,9 +253,12 @@ class Reconciler:
             choice = planning.decide(outcome, existing, hold, self.status.pool(pool).failed_inputs,
                                      running)  # fmt: skip
             if choice.action != "build":
+                # (a background build's pool: building, or its build failed)
+                by_build = running is not None and choice.action in ("building", "stalled",
+                                                                     "failed")  # fmt: skip
                 report.pools[pool] = PoolReport(
                     pool, choice.action, choice.reason, existing, choice.action == "failed",
-                    choice.failed_inputs, builder=getattr(outcome, "builder", None) if running
+                    choice.failed_inputs, builder=getattr(outcome, "builder", None) if by_build
                     else None,
                 )  # fmt: skip
                 continue

@@ -211,6 +211,20 @@ def test_a_build_whose_pool_moved_on_is_left_to_finish_and_never_pinned(
     assert r.reconcile_once().skipped
 
 
+def test_builds_beyond_the_limit_wait_for_a_slot_and_say_so(setup: Setup) -> None:
+    r = setup.reconciler("r1", builds=1)
+    r.reconcile_once()
+    setup.change_worker(1)
+    second = r.reconcile_once()
+    assert second.pools["infra"].state == "building"
+    assert " queued" in second.pools["infra"].message  # the new inputs wait for the slot
+    started = [b for b in r.builds.running() if b.started_at is not None]
+    assert len(started) == 1  # one build at a time
+    setup.gate.unlink()
+    assert r.builds.wait(WAIT_S)
+    assert r.reconcile_once().changed == ["infra"]
+
+
 def test_a_second_reconciler_finds_the_running_build_and_starts_none(
     setup: Setup,
 ) -> None:
@@ -427,7 +441,9 @@ def test_a_second_reconciler_finds_the_running_job_and_creates_none(
 
     assert r2.reconcile_once().pools["infra"].state == "building"
     wait_for("r2 to find the Job", lambda: r2.builds.running()[0].by is not None)
-    assert "found running" in (r2.builds.running()[0].by or "")
+    by = r2.builds.running()[0].by or ""
+    assert by.startswith(f"Job {RECONCILER_NS}/build-infra-")
+    assert ", found " in by
     assert r2.reconcile_once(force=True).pools["infra"].message.startswith("job build of")
 
     kubelet.release()

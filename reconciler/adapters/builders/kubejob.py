@@ -191,7 +191,7 @@ class JobBuilder:
                     log.info("pool %s: Job %s/%s already exists (%s); waiting for it",
                              plan.pool, self.namespace, name, state)  # fmt: skip
                     if waiting is not None:
-                        waiting(f"Job {self.namespace}/{name} ({state}, found running)")
+                        waiting(f"Job {self.namespace}/{name}, found {state}")
             if job is None:
                 self._start(plan, inputs, name)
             job = self._wait(inputs, name)
