@@ -9,10 +9,11 @@ What it sets up, all on 127.0.0.1 and under `demo/` (removed and made anew each 
 - a bare Git repository made from `examples/`, with the MachineOSConfigs pointing at the
   local registry and base image instead of quay.io and registry.example.com.
 
-Then the reconciler runs as an admin would run it: one pass pins every pool (master and
-worker built natively, infra with buildah because of its realtime kernel and sysstat
-extension), an admin commits a config change, the next pass moves only the pools it
-reaches, and a third pass finds nothing to do. Run as `scripts/demo`.
+Then the reconciler runs as an admin would run it: `run --once` pins master and worker
+(built natively) at once while infra builds with buildah in the background (its
+realtime kernel and sysstat extension), and pins infra in a second commit when its
+build is done; an admin commits a config change, the next `run --once` moves only the
+pools it reaches, and a third finds nothing to do. Run as `scripts/demo`.
 """
 
 from __future__ import annotations
@@ -115,21 +116,22 @@ def main() -> int:
         common = ["--repo", str(bare), "--work-dir", str(DEMO / "work"),
                   "--insecure-registry", host]  # fmt: skip
 
-        step("first pass: every pool is planned, built and pinned in one commit")
+        step("first run: master and worker pinned at once; infra (buildah, in the background) "
+             "pinned by the pass after its build")
         if reconciler("run", "--once", *common) != 0:
             return 1
-        print(sh("git", f"--git-dir={bare}", "log", "-1", "--stat", "main").rstrip())
+        print(sh("git", f"--git-dir={bare}", "log", "-2", "--stat", "main").rstrip())
         print("\npins/worker.yaml:")
         print(sh("git", f"--git-dir={bare}", "show", "main:pins/worker.yaml").rstrip())
 
         step("an admin changes a worker kernel argument")
         admin_change(bare)
-        step("second pass: worker and infra (which takes worker configs) move; master does not")
+        step("second run: worker and infra (which takes worker configs) move; master does not")
         if reconciler("run", "--once", *common) != 0:
             return 1
-        print(sh("git", f"--git-dir={bare}", "log", "-1", "--format=%B", "main").rstrip())
+        print(sh("git", f"--git-dir={bare}", "log", "-2", "--format=%B", "main").rstrip())
 
-        step("third pass: nothing changed, no commit")
+        step("third run: nothing changed, no commit")
         reconciler("run", "--once", *common)
         step("status")
         reconciler("status", "--repo", str(bare), "--work-dir", str(DEMO / "work"))

@@ -17,6 +17,7 @@
 #   TIMESTAMP        image and file times, seconds since the epoch (default 0: reproducible)
 #   STRIP_IF_EMPTY   absolute paths removed from the built image when they are empty
 #                    files (what buildah's RUN steps leave; see strip_injected)
+#   LOCK_FDS         lock descriptors held by the script, not given to buildah (optional)
 #
 # Exit status says what failed, so callers classify without parsing logs:
 #   0 pushed; 2 bad environment or context; 10 pulling the base; 11 building (a RUN
@@ -49,7 +50,17 @@ if [ -n "${CERT_DIR:-}" ]; then
   pull+=(--cert-dir "$CERT_DIR")
   push+=(--cert-dir "$CERT_DIR")
 fi
-bah() { buildah "${storage[@]}" "$@"; }
+# LOCK_FDS (the local builder only): descriptors of the build's locks, which this script
+# holds for as long as it runs, so a build whose reconciler was killed keeps them until
+# it ends. buildah itself does not get them: with them, its chroot RUN steps lose their
+# stderr.
+for fd in ${LOCK_FDS:-}; do
+  [[ $fd =~ ^[0-9]+$ ]] || fail 2 "LOCK_FDS: $fd is not a descriptor"
+done
+bah() (
+  for fd in ${LOCK_FDS:-}; do eval "exec $fd>&-"; done
+  exec buildah "${storage[@]}" "$@"
+)
 
 # buildah makes /etc/hostname, /etc/resolv.conf and /etc/hosts the mount points of every
 # RUN step and leaves them behind, empty, when the image has none (bootc's lint

@@ -29,10 +29,11 @@ How, and why:
   a lock per inputs digest in a directory those processes share (`buildlock.py`). A
   build that finds the lock held waits for its holder and raises `BuiltElsewhere`
   (`building.ensure_image` then finds the image by its tag, or builds if the other
-  build failed). Both locks are inherited by the build's processes: when the
-  reconciler is killed (SIGKILL, OOM), its build keeps them until it exits, so no
-  second build starts over it and no stale-container cleanup runs under it. (Such an
-  orphan ends at its next line of output, its log pipe gone, or when it is done.)
+  build failed). Both locks are inherited by `build.sh` (`LOCK_FDS`; not by buildah,
+  whose chroot RUN steps lose their stderr with them): when the reconciler is killed
+  (SIGKILL, OOM), its build keeps them until it exits, so no second build starts over
+  it and no stale-container cleanup runs under it. (Such an orphan ends at its next
+  line of output, its log pipe gone, or when it is done.)
 - Logs stream line by line to `<log_dir>/<pool>-<id>.log` and to the logger (one INFO
   line per Containerfile step, the rest at DEBUG), with every credential string
   replaced by `***`. The log is kept when the build fails, removed when it succeeds.
@@ -311,6 +312,7 @@ class BuildahBuilder:
         `keep`: the lock descriptors the build's processes hold on to (module docstring)."""
         if self._stopping.is_set():
             raise BuildError(f"pool {inputs.pool}: the reconciler is stopping", transient=True)
+        env = {**env, "LOCK_FDS": " ".join(str(fd) for fd in keep)}
         started = time.monotonic()
         with open(log_path, "w") as log_file:
             proc = subprocess.Popen(
