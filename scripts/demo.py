@@ -116,8 +116,10 @@ def main() -> int:
         common = ["--repo", str(bare), "--work-dir", str(DEMO / "work"),
                   "--insecure-registry", host]  # fmt: skip
 
-        step("first run: master and worker pinned at once; infra (buildah, in the background) "
-             "pinned by the pass after its build")
+        step(
+            "first run: master and worker pinned at once; infra (buildah, in the background) "
+            "pinned by the pass after its build"
+        )
         if reconciler("run", "--once", *common) != 0:
             return 1
         print(sh("git", f"--git-dir={bare}", "log", "-2", "--stat", "main").rstrip())

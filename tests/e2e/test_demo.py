@@ -23,13 +23,19 @@ def test_demo_pins_every_pool_then_moves_only_what_a_change_reaches(tmp_path: Pa
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
-    # the native pools at once, infra when its buildah build (in the background) is done
-    assert "pin 2 pools: master, worker" in out
-    first_infra = out.index("pin infra to ")
-    assert out.index("pin 2 pools: master, worker") < first_infra
-    # the worker change reaches infra too: worker at once, infra after its build
-    assert "pin worker to " in out[first_infra:]
-    assert out.count("pin infra to ") >= 2
+    # the audit trail, oldest first: the native pools at once, infra when its buildah
+    # build (in the background) is done; the worker change reaches infra too
+    trail = [re.sub(r" (to \S+ )?\(config \w+\)$", "", line.split(": ", 1)[1])
+             for line in out[out.index("git log (the audit trail)"):].splitlines()
+             if line.startswith("  ") and ": " in line][::-1]  # fmt: skip
+    assert trail == [
+        "Fleet config from examples/",
+        "pin 2 pools: master, worker",
+        "pin infra",
+        "worker: raise audit_backlog_limit",
+        "pin worker",
+        "pin infra",
+    ], trail
     assert "nothing due: " in out  # the third `run --once`: nothing moved, nothing ran
     assert "Build: buildah" in out  # infra: realtime kernel + sysstat
     assert "Build: native" in out
