@@ -17,7 +17,9 @@ message points into the file that needs the fix.
 from __future__ import annotations
 
 import difflib
+import gc
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -320,6 +322,51 @@ def load_repository(
 ) -> Repository:
     """Load every config file; never raises for bad input (see `Repository.problems`).
     `file_loader` loads one file (`load_file`, or a cache of its results)."""
+    with _PAUSE:
+        return _load_repository(files, file_loader)
+
+
+class _CollectorPause:
+    """Python's cycle collector off while a repository loads (`with _PAUSE:`).
+
+    Loading allocates hundreds of thousands of objects that all stay alive (a model tree
+    and an Ignition dict per MachineConfig) and makes no cycles worth collecting, so each
+    full collection the allocations trigger walks the whole growing heap for nothing: at
+    10,000 MachineConfigs five of them cost a third of the load, and the young
+    collections after it walk the new objects twice more. So the collector is paused,
+    and at the end everything is moved into the oldest generation (`gc.freeze()` then
+    `gc.unfreeze()`, which walk nothing); the next full collection sees it once, as it
+    would have anyway. Loads may nest or run in several threads: the collector is back
+    on when the last of them ends, if it was on before the first began. (Nothing else
+    in the reconciler freezes objects; this `unfreeze` would release them.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._restore = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._restore = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._restore:
+                gc.freeze()
+                gc.unfreeze()
+                gc.enable()
+
+
+_PAUSE = _CollectorPause()
+
+
+def _load_repository(
+    files: Mapping[str, bytes | str | Unreadable], file_loader: FileLoader
+) -> Repository:
     repo = Repository()
     out = _Collector(repo.problems, repo.blockers)
     settings: list[Loaded[model.ReconcilerConfig]] = []
@@ -737,30 +784,21 @@ def _load_machine_config(
     before = len(repo.problems)
     prepared = _prepare_ignition(out, origin, doc, name, repo.warnings)
     mc = None
-    if prepared is not None:
-        # The Ignition config is validated on its own, so its MCO checks still run (and
-        # are reported) when another spec field is wrong, and the other way round.
-        spec = prepared.get("spec")
-        config_raw = spec.get("config") if isinstance(spec, dict) else None
-        if isinstance(spec, dict) and config_raw is not None:
-            prepared = {**prepared, "spec": {k: v for k, v in spec.items() if k != "config"}}
-        mc = _validate(out, origin, model.MachineConfig, prepared)
-        config = None
-        if config_raw is not None:
-            full = {**prepared, "spec": {**prepared["spec"], "config": config_raw}}
-            config = _validate(out, origin, ignition.Config, full, ("spec", "config"))
-            if config is not None:
-                _report_ignition(out, origin, config, name, repo.warnings)
-            if mc is not None and config is not None:
-                mc = mc.model_copy(update={"spec": mc.spec.model_copy(update={"config": config})})
-            else:
-                mc = None
     ign: dict[str, Any] = {}
+    if prepared is not None:
+        # Most configs are valid: one validation of the whole object. Only when it
+        # fails is the Ignition config validated on its own, so its MCO checks still run
+        # (and are reported) when another spec field is wrong, and the other way round.
+        mc = _valid_or_none(model.MachineConfig, prepared)
+        if mc is not None:
+            if mc.spec.config is not None:
+                ign = _report_ignition(out, origin, mc.spec.config, name, repo.warnings)
+        else:
+            mc, ign = _load_invalid_machine_config(repo, out, origin, prepared, name)
     if mc is not None:
         if not NAME_RE.fullmatch(mc.metadata.name) or len(mc.metadata.name) > 253:
             _bad_name(out, origin, "MachineConfig", mc.metadata.name)
-        if mc.spec.config is not None:
-            ign = mc.spec.config.model_dump(by_alias=True, exclude_none=True)
+        if ign:
             checks.normalise_compression(ign)
         for i, karg in enumerate(mc.spec.kernel_arguments):
             found = checks.karg_problem(karg)
@@ -785,18 +823,50 @@ def _load_machine_config(
     )
 
 
+def _valid_or_none(cls: type[T], doc: dict[str, Any]) -> T | None:
+    """`doc` as `cls` if it is valid, else None (its errors are found by `_validate`)."""
+    try:
+        return cls.model_validate(doc)
+    except pydantic.ValidationError:
+        return None
+
+
+def _load_invalid_machine_config(
+    repo: Repository, out: _Collector, origin: Origin, prepared: dict[str, Any], name: str | None
+) -> tuple[model.MachineConfig | None, dict[str, Any]]:
+    """Every error of a MachineConfig that does not validate: the object without its
+    Ignition config and the Ignition config each on their own (the config's MCO checks
+    too, when it is valid). The MachineConfig if both turn out valid after all, with
+    its Ignition config as a dict."""
+    spec = prepared.get("spec")
+    config_raw = spec.get("config") if isinstance(spec, dict) else None
+    if isinstance(spec, dict) and config_raw is not None:
+        prepared = {**prepared, "spec": {k: v for k, v in spec.items() if k != "config"}}
+    mc = _validate(out, origin, model.MachineConfig, prepared)
+    if config_raw is None:
+        return mc, {}
+    full = {**prepared, "spec": {**prepared["spec"], "config": config_raw}}
+    config = _validate(out, origin, ignition.Config, full, ("spec", "config"))
+    ign = {} if config is None else _report_ignition(out, origin, config, name, repo.warnings)
+    if mc is None or config is None:
+        return None, {}
+    return mc.model_copy(update={"spec": mc.spec.model_copy(update={"config": config})}), ign
+
+
 def _report_ignition(
     out: _Collector,
     origin: Origin,
     config: ignition.Config,
     name: str | None,
     warnings: list[ConfigProblem],
-) -> None:
+) -> dict[str, Any]:
+    """Report the MCO checks of a valid Ignition config; the config as a dict."""
     ign = config.model_dump(by_alias=True, exclude_none=True)
     for path, problem, fix in checks.check_ignition(ign):
         out.add(origin, ("spec", "config", *path), problem, fix, kind="MachineConfig", name=name)
     for path, problem, fix in checks.install_time_only(ign):
         warnings.append(_warning(origin, ("spec", "config", *path), problem, fix, name))
+    return ign
 
 
 def _warning(
