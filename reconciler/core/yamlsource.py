@@ -24,6 +24,12 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# Scalars whose values are immutable and depend on the text alone, so one object may
+# stand for all equal ones (PyYAML itself gives one object for every `.nan`).
+_IMMUTABLE_TAGS = tuple(f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float"))
+_MISSING = object()
+# The first characters of PyYAML's implicit types (the resolver table both loaders share).
+_FIRST_CHARACTERS = frozenset(k for k in yaml.SafeLoader.yaml_implicit_resolvers if k)
 
 MAX_ALIAS_VALUES = 1_000_000
 """How many values the aliases of one file may stand for, counted as copies.
@@ -49,12 +55,17 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     - Plain scalars resolve their implicit tag without PyYAML's chain of regexes when
       their first character starts no implicit type (most keys, paths and names), and
       through a per-load cache otherwise (configs repeat `420`, `true` thousands of
-      times). The resolver table is PyYAML's own, so the tags are the same.
+      times). The resolver table is PyYAML's own, so the tags are the same; quoted
+      scalars, mappings and sequences get PyYAML's default tags directly (what its
+      resolver answers when, as in the safe loader, there are no path resolvers).
     - Nodes become Python values in one direct recursive walk instead of PyYAML's
       generator-driven constructor, which is most of PyYAML's load time. Values are
-      identical: non-string scalars still go through SafeConstructor's own functions.
+      identical: non-string scalars still go through SafeConstructor's own functions,
+      once per distinct text for the immutable ones (null, bool, int, float).
       Duplicate mapping keys are refused, as the Kubernetes API's strict decoding does,
-      instead of silently keeping the last one. Merge keys (`<<`) fall back to PyYAML.
+      instead of silently keeping the last one. Merge keys (`<<`) fall back to PyYAML
+      (mappings are searched for one only in a file that has `<<` or a tag), and so
+      do unknown tags, for PyYAML's error.
     - Each alias counts the values a copy of its node would hold (`_count`, per file),
       and the file is refused once they pass `MAX_ALIAS_VALUES`.
     """
@@ -62,17 +73,27 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._tags: dict[str, str] = {}
+        self._scalars: dict[str, dict[str, Any]] = {tag: {} for tag in _IMMUTABLE_TAGS}
         self._sizes: dict[int, int] = {}
         self._count = 0
+        # A merge key is a plain `<<` or explicitly tagged (every tag starts with `!`):
+        # a file with neither has none, and its mappings need not be searched for one.
+        self._merges = "<<" in stream or "!" in stream
 
     def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
-        if kind is yaml.ScalarNode and implicit[0]:
-            if value and value[0] not in self.yaml_implicit_resolvers:
+        if kind is yaml.ScalarNode:
+            if not implicit[0]:
+                return _STR_TAG  # what BaseResolver gives without path resolvers
+            if value and value[0] not in _FIRST_CHARACTERS:
                 return _STR_TAG  # no implicit type starts with this character
             tag = self._tags.get(value)
             if tag is None:
                 tag = self._tags[value] = super().resolve(kind, value, implicit)
             return tag
+        if kind is yaml.MappingNode:
+            return _MAP_TAG
+        if kind is yaml.SequenceNode:
+            return _SEQ_TAG
         return super().resolve(kind, value, implicit)  # type: ignore[no-any-return]
 
     def build_document(self, node: yaml.Node) -> Any:
@@ -83,36 +104,51 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
 
     def build(self, node: yaml.Node, memo: dict[int, Any]) -> Any:
         if isinstance(node, yaml.ScalarNode):
-            if node.tag == _STR_TAG:
+            tag = node.tag
+            if tag == _STR_TAG:
                 return node.value
-            return self.yaml_constructors[node.tag](self, node)
+            values = self._scalars.get(tag)
+            if values is None:
+                construct = self.yaml_constructors.get(tag)
+                if construct is None:  # an unknown tag: PyYAML's own error, with the line
+                    return self._fallback(node, memo)
+                return construct(self, node)
+            # Immutable values, so equal scalars may share one (`420`, `true` repeat).
+            value = values.get(node.value, _MISSING)
+            if value is _MISSING:
+                value = values[node.value] = self.yaml_constructors[tag](self, node)
+            return value
         key = id(node)
         if key in memo:  # an alias: the same object, as PyYAML gives
             self._count_alias(node)
             return memo[key]
+        build = self.build
         if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
-            if any(k.tag == _MERGE_TAG for k, _ in node.value):
-                return self._fallback(node, memo)
+            pairs = node.value
+            if self._merges:
+                for key_node, _ in pairs:
+                    if key_node.tag == _MERGE_TAG:
+                        return self._fallback(node, memo)
             mapping: dict[Any, Any] = {}
             memo[key] = mapping
-            lines: dict[Any, int] = {}
-            for key_node, value_node in node.value:
-                k = self.build(key_node, memo)
-                if not isinstance(k, Hashable):
+            for key_node, value_node in pairs:
+                k = build(key_node, memo)
+                if k.__class__ is not str and not isinstance(k, Hashable):
                     # `? [a, b]: c` is YAML, but no Kubernetes object has such a key
                     # (PyYAML refuses it too: "found unhashable key").
                     raise _KeyTypeError(type(k).__name__, key_node.start_mark.line + 1)
                 if k in mapping:
+                    # Keys went in in the order of `pairs`, none twice until now.
+                    first = pairs[list(mapping).index(k)][0]
                     raise DuplicateKeyError(
-                        k, key_node.start_mark.line + 1, lines.get(k, key_node.start_mark.line)
+                        k, key_node.start_mark.line + 1, first.start_mark.line + 1
                     )
-                lines[k] = key_node.start_mark.line + 1
-                mapping[k] = self.build(value_node, memo)
+                mapping[k] = build(value_node, memo)
             return mapping
         if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
             items: list[Any] = []
             memo[key] = items
-            items.extend(self.build(child, memo) for child in node.value)
+            items.extend([build(child, memo) for child in node.value])
             return items
         return self._fallback(node, memo)  # explicit tags (!!set, !!binary, ...)
 

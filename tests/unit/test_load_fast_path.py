@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler.adapters import directory
-from reconciler.core import load, model
+from reconciler.core import load, model, yamlsource
+from reconciler.core.yamlsource import YAMLSyntaxError, parse_documents
 from tests.unit import test_bad_input, test_corpus
 
 UNIT = Path(__file__).parent
@@ -264,3 +265,115 @@ def test_the_collector_is_paused_during_a_load_and_back_on_after_concurrent_load
         t.join(timeout=10)
     assert seen == [False, False]
     assert gc.isenabled()
+
+
+# --- the YAML walk: what libyaml composes, read as PyYAML reads it -----------------------
+
+
+_SCALARS = ("420", "0644", "true", "On", "~", "x", "'420'", "1.5", "2024-01-01", "!!str 12",
+            "!!int '7'", '"a\\nb"', "0x1F", "-3", ".inf", "null", "''")  # fmt: skip
+
+
+@st.composite
+def yaml_with_anchors(draw: st.DrawFn) -> str:
+    """A flow-style YAML stream with anchors, aliases (of earlier anchors of the same
+    document), merge keys (`<<: *m`, `<<: [*m, *n]`, `!!merge <<`), explicit tags, and
+    scalars whose implicit types the walk resolves and shares (`420`, `0644`, `true`,
+    `~`); keys unique per mapping."""
+    anchors: list[tuple[str, bool]] = []  # (name, is a mapping), of this document
+    names = iter(range(10**6))
+
+    def node(depth: int) -> str:
+        choice = draw(st.integers(6 if depth == 0 else 0, 9 if depth < 3 else 3))
+        if choice <= 2 and anchors and draw(st.booleans()):
+            return "*" + draw(st.sampled_from(anchors))[0]
+        if choice <= 3:
+            return draw(st.sampled_from(_SCALARS))
+        anchor = f"a{next(names)}"
+        if choice <= 5:
+            text = "[" + ", ".join(node(depth + 1) for _ in range(draw(st.integers(0, 3)))) + "]"
+            is_map = False
+        else:
+            keys = draw(
+                st.lists(st.sampled_from(["a", "b", "c", "10", "x y"]), unique=True, max_size=3)
+            )
+            maps = [name for name, is_map in anchors if is_map]  # defined before this one
+            items = [f"{k}: {node(depth + 1)}" for k in keys]
+            if maps and draw(st.booleans()):
+                picked = draw(st.lists(st.sampled_from(maps), min_size=1, max_size=2))
+                merge = ", ".join(f"*{m}" for m in picked)
+                tag = draw(st.sampled_from(["<<", "!!merge <<"]))
+                at = draw(st.integers(0, len(items)))
+                items.insert(at, f"{tag}: {merge if len(picked) == 1 else f'[{merge}]'}")
+            text = "{" + ", ".join(items) + "}"
+            is_map = True
+        if draw(st.booleans()):
+            # usable by what follows, not inside itself (recursion is refused elsewhere)
+            anchors.append((anchor, is_map))
+            return f"&{anchor} {text}"
+        return text
+
+    def document() -> str:
+        anchors.clear()
+        return node(0)
+
+    return "\n---\n".join(document() for _ in range(draw(st.integers(1, 2)))) + "\n"
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=yaml_with_anchors())
+def test_the_walk_reads_anchors_aliases_merges_and_tags_as_pyyaml(text: str) -> None:
+    assert parse_documents(text) == list(yaml.load_all(text, Loader=yaml.SafeLoader))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem", "line"),
+    [
+        ("a: 1\nb: 2\na: 3\n", "duplicate key 'a' (first at line 1)", 3),
+        ("x: 0\n1: a\ny: 2\ntrue: b\n", "duplicate key True (first at line 2)", 4),
+        ("'a': 1\n\"a\": 2\n", "duplicate key 'a' (first at line 1)", 2),
+        ("a: {b: 1,\n  b: 2}\n", "duplicate key 'b' (first at line 1)", 2),
+        ("? [a]\n: 1\n", "a mapping key is a list, which no object can have", 1),
+        ("a: !foo bar\n", "could not determine a constructor for the tag '!foo'", 1),
+        ("a:\n  b: !foo [1]\n", "could not determine a constructor for the tag '!foo'", 2),
+    ],
+    ids=[
+        "duplicate",
+        "1 and true",
+        "quoted",
+        "flow",
+        "list key",
+        "unknown scalar tag",
+        "unknown collection tag",
+    ],
+)
+def test_yaml_refusals_name_the_line(text: str, problem: str, line: int) -> None:
+    with pytest.raises(YAMLSyntaxError) as err:
+        parse_documents(text)
+    assert problem in err.value.problem
+    assert err.value.line == line
+
+
+def test_an_unknown_tag_is_a_problem_of_its_file_not_a_crash() -> None:
+    files = {
+        "machineconfigpools/worker.yaml": test_bad_input.POOL,
+        "machineconfigs/a.yaml": test_bad_input.mc("a", "kernelArguments: [!foo quiet]"),
+    }
+    (problem,) = load.load_repository(files).problems
+    assert problem.file == "machineconfigs/a.yaml"
+    assert problem.line == 8
+    assert "could not determine a constructor for the tag '!foo'" in problem.problem
+    assert problem.fix
+
+
+def test_repeated_scalars_mean_what_pyyaml_says() -> None:
+    """Equal ints, bools, nulls and floats share one object in the walk."""
+    text = "a: [420, 420, true, true, ~, ~, 1.5, 1.5, .nan]\nb: {420: x, '420': y, 0x1F: z}\n"
+    assert parse_documents(text) == list(yaml.load_all(text, Loader=yaml.SafeLoader))
+
+
+def test_the_resolver_shortcuts_hold_for_this_pyyaml() -> None:
+    """The walk's resolver answers quoted scalars, mappings and sequences without asking
+    PyYAML: right only while the safe loader has no path and no wildcard resolvers."""
+    assert not yamlsource._BaseLoader.yaml_path_resolvers
+    assert None not in yamlsource._BaseLoader.yaml_implicit_resolvers
