@@ -104,7 +104,11 @@ class Loaded(Generic[T]):
 
 @dataclass(frozen=True, eq=False)
 class LoadedConfig:
-    """A valid MachineConfig and its Ignition config as a normalised 3.5 dict."""
+    """A valid MachineConfig and its Ignition config as a normalised 3.5 dict.
+
+    The config is only in `ignition`: `obj.spec.config` is None (the validated models of
+    a config, a third of what a loaded repository holds, are dropped once dumped, and
+    every later stage reads the dict)."""
 
     obj: model.MachineConfig
     ignition: dict[str, Any]
@@ -818,6 +822,8 @@ def _load_machine_config(
             )
     if mc is None or len(repo.problems) > before:
         return  # its problems block the pools that select it (see `_culprit`)
+    if mc.spec.config is not None:  # kept as `ign` only (see `LoadedConfig`)
+        mc = mc.model_copy(update={"spec": mc.spec.model_copy(update={"config": None})})
     _add_unique(
         repo.machine_configs, mc.metadata.name, LoadedConfig(mc, ign, origin), out, "MachineConfig"
     )
