@@ -107,8 +107,8 @@ class LoadedConfig:
     """A valid MachineConfig and its Ignition config as a normalised 3.5 dict.
 
     The config is only in `ignition`: `obj.spec.config` is None (the validated models of
-    a config, a third of what a loaded repository holds, are dropped once dumped, and
-    every later stage reads the dict)."""
+    a config would be a third of what a loaded repository holds; every later stage reads
+    the dict)."""
 
     obj: model.MachineConfig
     ignition: dict[str, Any]
@@ -790,15 +790,7 @@ def _load_machine_config(
     mc = None
     ign: dict[str, Any] = {}
     if prepared is not None:
-        # Most configs are valid: one validation of the whole object. Only when it
-        # fails is the Ignition config validated on its own, so its MCO checks still run
-        # (and are reported) when another spec field is wrong, and the other way round.
-        mc = _valid_or_none(model.MachineConfig, prepared)
-        if mc is not None:
-            if mc.spec.config is not None:
-                ign = _report_ignition(out, origin, mc.spec.config, name, repo.warnings)
-        else:
-            mc, ign = _load_invalid_machine_config(repo, out, origin, prepared, name)
+        mc, ign = _validate_machine_config(repo, out, origin, prepared, name)
     if mc is not None:
         if not NAME_RE.fullmatch(mc.metadata.name) or len(mc.metadata.name) > 253:
             _bad_name(out, origin, "MachineConfig", mc.metadata.name)
@@ -822,41 +814,31 @@ def _load_machine_config(
             )
     if mc is None or len(repo.problems) > before:
         return  # its problems block the pools that select it (see `_culprit`)
-    if mc.spec.config is not None:  # kept as `ign` only (see `LoadedConfig`)
-        mc = mc.model_copy(update={"spec": mc.spec.model_copy(update={"config": None})})
     _add_unique(
         repo.machine_configs, mc.metadata.name, LoadedConfig(mc, ign, origin), out, "MachineConfig"
     )
 
 
-def _valid_or_none(cls: type[T], doc: dict[str, Any]) -> T | None:
-    """`doc` as `cls` if it is valid, else None (its errors are found by `_validate`)."""
-    try:
-        return cls.model_validate(doc)
-    except pydantic.ValidationError:
-        return None
-
-
-def _load_invalid_machine_config(
+def _validate_machine_config(
     repo: Repository, out: _Collector, origin: Origin, prepared: dict[str, Any], name: str | None
 ) -> tuple[model.MachineConfig | None, dict[str, Any]]:
-    """Every error of a MachineConfig that does not validate: the object without its
-    Ignition config and the Ignition config each on their own (the config's MCO checks
-    too, when it is valid). The MachineConfig if both turn out valid after all, with
-    its Ignition config as a dict."""
+    """Validate the object without its Ignition config and the config on its own, so
+    the config's MCO checks still run (and are reported) when another spec field is
+    wrong, and the other way round. The MachineConfig (without the config, see
+    `LoadedConfig`) and the config as a dict, if both are valid."""
     spec = prepared.get("spec")
     config_raw = spec.get("config") if isinstance(spec, dict) else None
+    rest = prepared
     if isinstance(spec, dict) and config_raw is not None:
-        prepared = {**prepared, "spec": {k: v for k, v in spec.items() if k != "config"}}
-    mc = _validate(out, origin, model.MachineConfig, prepared)
+        rest = {**prepared, "spec": {k: v for k, v in spec.items() if k != "config"}}
+    mc = _validate(out, origin, model.MachineConfig, rest)
     if config_raw is None:
         return mc, {}
-    full = {**prepared, "spec": {**prepared["spec"], "config": config_raw}}
-    config = _validate(out, origin, ignition.Config, full, ("spec", "config"))
+    config = _validate(out, origin, ignition.Config, prepared, ("spec", "config"))
     ign = {} if config is None else _report_ignition(out, origin, config, name, repo.warnings)
     if mc is None or config is None:
         return None, {}
-    return mc.model_copy(update={"spec": mc.spec.model_copy(update={"config": config})}), ign
+    return mc, ign
 
 
 def _report_ignition(
