@@ -6,7 +6,8 @@ error needs it, so the hot path pays for nothing but PyYAML's C parser).
 
 Bounded: aliases may add at most `MAX_ALIAS_VALUES` values to what a file spells out
 ("billion laughs"), recursive aliases and nesting deeper than Python's stack are refused,
-each as a `YAMLSyntaxError` (a problem of that file).
+each as a `YAMLSyntaxError` (a problem of that file); so are an unknown tag and a scalar
+its explicit tag cannot read (`!!int abc`), where PyYAML raises KeyError or ValueError.
 """
 
 from __future__ import annotations
@@ -112,11 +113,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
                 construct = self.yaml_constructors.get(tag)
                 if construct is None:  # an unknown tag: PyYAML's own error, with the line
                     return self._fallback(node, memo)
-                return construct(self, node)
+                return _constructed(construct, self, node)
             # Immutable values, so equal scalars may share one (`420`, `true` repeat).
             value = values.get(node.value, _MISSING)
             if value is _MISSING:
-                value = values[node.value] = self.yaml_constructors[tag](self, node)
+                construct = self.yaml_constructors[tag]
+                value = values[node.value] = _constructed(construct, self, node)
             return value
         key = id(node)
         if key in memo:  # an alias: the same object, as PyYAML gives
@@ -159,7 +161,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc]
         once, but the aliases beneath `node` are not seen by `build`: count them all.
         """
         self._count_values(self._expanded_size(node, set()), node)
-        value = memo[id(node)] = self.construct_document(node)
+        value = memo[id(node)] = _constructed(_construct_document, self, node)
         return value
 
     def _count_alias(self, node: yaml.Node) -> None:
@@ -220,6 +222,30 @@ class YAMLSyntaxError(ReconcilerError):
         self.line = line
 
 
+def _construct_document(loader: Any, node: yaml.Node) -> Any:
+    return loader.construct_document(node)
+
+
+def _constructed(construct: Any, loader: _Loader, node: yaml.Node) -> Any:
+    """`construct(loader, node)`, where a scalar that its explicit tag cannot read
+    (`!!int abc`, `!!bool maybe`, `!!timestamp x`) is a YAML error with the line:
+    PyYAML's constructors raise plain ValueError, KeyError or AttributeError there."""
+    try:
+        return construct(loader, node)
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise _ScalarError(node) from exc
+
+
+class _ScalarError(yaml.YAMLError):
+    def __init__(self, node: yaml.Node) -> None:
+        tag = "!!" + node.tag.removeprefix("tag:yaml.org,2002:")
+        if isinstance(node, yaml.ScalarNode):
+            super().__init__(f"{node.value!r} is not a valid {tag}")
+        else:
+            super().__init__(f"a value in this {tag} is not valid")
+        self.line = node.start_mark.line + 1
+
+
 class _KeyTypeError(yaml.YAMLError):
     def __init__(self, kind: str, line: int) -> None:
         super().__init__(f"a mapping key is a {kind}, which no object can have")
@@ -234,7 +260,7 @@ def parse_documents(text: str) -> list[Any]:
         while loader.check_node():
             docs.append(loader.build_document(loader.get_node()))
         return docs
-    except (DuplicateKeyError, _BoundError, _KeyTypeError) as exc:
+    except (DuplicateKeyError, _BoundError, _KeyTypeError, _ScalarError) as exc:
         raise YAMLSyntaxError(str(exc), exc.line) from exc
     except RecursionError as exc:
         # libyaml allows 1,000 levels; the walk above uses Python's stack, which ends

@@ -247,6 +247,10 @@ def test_the_walk_reads_anchors_aliases_merges_and_tags_as_pyyaml(text: str) -> 
         ("? [a]\n: 1\n", "a mapping key is a list, which no object can have", 1),
         ("a: !foo bar\n", "could not determine a constructor for the tag '!foo'", 1),
         ("a:\n  b: !foo [1]\n", "could not determine a constructor for the tag '!foo'", 2),
+        ("a: !!int abc\n", "'abc' is not a valid !!int", 1),
+        ("a:\n  b: !!bool maybe\n", "'maybe' is not a valid !!bool", 2),
+        ("a: !!timestamp x\n", "'x' is not a valid !!timestamp", 1),
+        ("a: !!set {!!float x: null}\n", "a value in this !!set is not valid", 1),
     ],
     ids=[
         "duplicate",
@@ -256,6 +260,10 @@ def test_the_walk_reads_anchors_aliases_merges_and_tags_as_pyyaml(text: str) -> 
         "list key",
         "unknown scalar tag",
         "unknown collection tag",
+        "not an int",
+        "not a bool",
+        "not a timestamp",
+        "not a float in a set",
     ],
 )
 def test_yaml_refusals_name_the_line(text: str, problem: str, line: int) -> None:
