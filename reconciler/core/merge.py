@@ -233,7 +233,7 @@ def _from_acc(value: Any) -> Any:
         out = {}
         for k, v in value.items():
             plain = _from_acc(v)
-            if plain not in ([], {}):
+            if plain or not isinstance(plain, (list, dict)):  # not [] or {}
                 out[k] = plain
         return out
     return value
