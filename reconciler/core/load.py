@@ -770,7 +770,33 @@ def _describe(
         want = etype.removesuffix("_type").removesuffix("_parsing").replace("_", " ")
         fix = 'quote it, e.g. "..."' if want == "string" else f"write a {want}"
         return f"{shown} is a {type(value).__name__}, not a {want}", fix
-    return f"{shown}: {msg}", None
+    return f"{shown}: {msg}", _constraint_fix(etype, err.get("ctx") or {}, path)
+
+
+_NAME_FIX = "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+
+_CONSTRAINT_FIXES = {
+    "string_too_short": "give it at least {min_length} character(s)",
+    "string_too_long": "shorten it to at most {max_length} characters",
+    "too_short": "give at least {min_length} item(s)",
+    "too_long": "give at most {max_length} items",
+    "greater_than": "use a number above {gt}",
+    "greater_than_equal": "use a number of at least {ge}",
+    "less_than": "use a number below {lt}",
+    "less_than_equal": "use a number of at most {le}",
+    "string_pattern_mismatch": "write a value matching {pattern}",
+}
+
+
+def _constraint_fix(etype: str, ctx: dict[str, Any], path: list[str | int]) -> str | None:
+    """The fix for a value outside a field's bounds (pydantic's constraint errors)."""
+    if path[-2:] == ["metadata", "name"]:
+        return _NAME_FIX
+    template = _CONSTRAINT_FIXES.get(etype)
+    try:
+        return template.format(**ctx) if template else None
+    except (KeyError, IndexError):
+        return None
 
 
 def _show(value: Any) -> str:
@@ -980,7 +1006,7 @@ def _bad_name(out: _Collector, origin: Origin, kind: str, name: str) -> None:
         origin,
         ("metadata", "name"),
         f"{name!r} is not a valid name",
-        "use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+        _NAME_FIX,
         kind=kind,
         name=name,
     )

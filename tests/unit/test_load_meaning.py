@@ -97,3 +97,18 @@ def test_several_arguments_in_one_entry_and_quoted_values_pass() -> None:
     # MCO splits an entry on spaces; quotes keep a value with spaces together
     assert problems('  kernelArguments:\n    - "audit=1 nosmt"\n    - \'dyndbg="file x +p"\'\n'
                     "    - console=\n") == []  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "extra"),
+    [
+        ("MachineConfig", "spec: {kernelArguments: [quiet]}\n"),
+        ("MachineConfigPool", "spec: {}\n"),
+    ],
+)
+def test_an_empty_name_is_refused_with_the_naming_fix(kind: str, extra: str) -> None:
+    text = f"apiVersion: machineconfiguration.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: ''\n{extra}"
+    repo = load.load_repository({"machineconfigs/empty.yaml": text.encode()})
+    [problem] = [p for p in repo.problems if p.field == "metadata.name"]
+    assert problem.line == 4
+    assert "lowercase letters" in (problem.fix or "")

@@ -94,7 +94,7 @@ _MACHINE_CONFIG = st.fixed_dictionaries(
         "apiVersion": st.just(model.MCO_API_VERSION),
         "kind": st.just("MachineConfig"),
         "metadata": st.fixed_dictionaries(
-            {"name": st.sampled_from(["50-a", "50-b", "Bad_Name"])},
+            {"name": st.sampled_from(["50-a", "50-b", "Bad_Name", ""])},
             optional={"labels": st.sampled_from([{model.ROLE_LABEL: "worker"}, {}, {"x": 1}])},
         ),
     },
@@ -126,7 +126,7 @@ def test_generated_machine_configs_are_loaded_or_refused_with_a_fix(
     refused = {p.name for p in repo.problems}
     for doc in docs:
         name = doc["metadata"]["name"]
-        assert (name in repo.machine_configs) != (name in refused) or name == "Bad_Name"
+        assert (name in repo.machine_configs) != (name in refused) or name in ("Bad_Name", "")
     for loaded in repo.machine_configs.values():
         assert loaded.obj.spec.config is None  # the config is the dict alone
         assert not loaded.ignition or loaded.ignition["ignition"]["version"] == "3.5.0"
