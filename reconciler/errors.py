@@ -112,3 +112,10 @@ class BuildError(ReconcilerError):
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the same inputs later might succeed."""
     return isinstance(exc, ReconcilerError) and exc.transient
+
+
+def first_lines(exc: BaseException, n: int = 40) -> str:
+    """An error's message cut to its first `n` lines (a failed build's log tail stays
+    readable in `status` and the pass report)."""
+    lines = str(exc).splitlines()
+    return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))

@@ -23,12 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from reconciler.adapters.builders.buildah import BuiltElsewhere
 from reconciler.core import decision, reference
 from reconciler.core.poolplan import PoolPlan
-from reconciler.errors import InternalError, ReconcilerError, is_transient
+from reconciler.errors import InternalError, ReconcilerError, first_lines, is_transient
 from reconciler.loop import building
 
 log = logging.getLogger("reconciler.builds")
@@ -38,6 +38,7 @@ DEFAULT_BUILDS = 2
 machine building locally (each build in a buildah storage of its own) is not swamped."""
 
 
+@runtime_checkable
 class Stoppable(Protocol):
     def stop(self) -> None: ...
 
@@ -79,7 +80,7 @@ class Build:
         if self.running:
             return decision.BuildState(self.inputs_digest, True, self.describe(now))
         if self.error is not None:
-            return decision.BuildState(self.inputs_digest, False, _first_lines(self.error),
+            return decision.BuildState(self.inputs_digest, False, first_lines(self.error),
                                        failed=True, transient=is_transient(self.error))  # fmt: skip
         if self.result is None:
             return None
@@ -180,9 +181,8 @@ class Builds:
         them by name)."""
         self._stopping.set()
         for builder in self.builders.values():
-            if hasattr(builder, "stop"):
-                stoppable: Stoppable = builder  # type: ignore[assignment]
-                stoppable.stop()
+            if isinstance(builder, Stoppable):
+                builder.stop()
 
     # --- the build thread -----------------------------------------------------------------
 
@@ -218,8 +218,3 @@ class Builds:
         with self._cond:
             self._builds[digest] = replace(self._builds[digest], **changes)  # type: ignore[arg-type]
             self._cond.notify_all()
-
-
-def _first_lines(exc: BaseException, n: int = 40) -> str:
-    lines = str(exc).splitlines()
-    return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))

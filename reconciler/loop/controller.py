@@ -23,7 +23,14 @@ from reconciler import failpoints
 from reconciler.adapters.git import CommitInfo, Mirror
 from reconciler.adapters.registry import RegistryClient
 from reconciler.core import cosign, decision, history, load, model, pins, poolplan, verdict
-from reconciler.errors import GitError, InternalError, PushRejected, ReconcilerError, is_transient
+from reconciler.errors import (
+    GitError,
+    InternalError,
+    PushRejected,
+    ReconcilerError,
+    first_lines,
+    is_transient,
+)
 from reconciler.loop import building, builds, holds, loading, parallel, planning, sources
 from reconciler.loop.status import (
     BUILDING,
@@ -333,7 +340,7 @@ class Reconciler:
         except ReconcilerError as exc:
             transient = is_transient(exc)
             report.pools[plan.pool] = PoolReport(
-                plan.pool, "failed" if transient else "stalled", _first_lines(exc), existing,
+                plan.pool, "failed" if transient else "stalled", first_lines(exc), existing,
                 transient, None if transient else plan.inputs_digest, plan.builder,
             )  # fmt: skip
             return None
@@ -588,11 +595,6 @@ def _apply(pool: PoolStatus, result: PoolReport, now: float) -> None:
 
 def _config_or_pin(path: str) -> bool:
     return load.is_config_path(path) or holds.is_pin_path(path)
-
-
-def _first_lines(exc: BaseException, n: int = 40) -> str:
-    lines = str(exc).splitlines()
-    return "\n".join(lines[:n] + (["..."] if len(lines) > n else []))
 
 
 class WorkDirLock:
