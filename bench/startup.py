@@ -30,43 +30,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fixtures.bootc import FakeHost, pin_of_commit
+from tests.fixtures.edgepool import KARGS, POOL, REPO, A
 from tests.fixtures.gitservers import run_git
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 RECONCILER = [PY, "-m", "reconciler"]
-REPO = "127.0.0.1:5000/pools/edge"
-DIGEST = "sha256:" + "a" * 64
-POOL = """\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: edge
-spec:
-  machineConfigSelector:
-    matchLabels:
-      machineconfiguration.openshift.io/role: edge
----
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineOSConfig
-metadata:
-  name: edge
-spec:
-  machineConfigPool:
-    name: edge
-  renderedImagePushSpec: 127.0.0.1:5000/pools/edge:latest
-"""
-CONFIG = """\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfig
-metadata:
-  name: 05-edge-kernelargs
-  labels:
-    machineconfiguration.openshift.io/role: edge
-spec:
-  kernelArguments:
-    - audit=1
-"""
 
 
 def run(argv: Sequence[str], cwd: Path = ROOT) -> None:
@@ -103,17 +72,17 @@ def agent_setup(tmp: Path) -> tuple[list[str], list[str], list[str]]:
     pool's kernel arguments there): (agent argv, ls-remote argv, bootc status argv).
     One agent step first (the pin applied once)."""
     host = FakeHost(tmp / "host")
-    host.add_image(REPO, DIGEST)
-    host.install(f"{REPO}@{DIGEST}")
+    host.add_image(REPO, A)
+    host.install(f"{REPO}@{A}")
     work, bare = tmp / "admin", tmp / "remote.git"
     run_git("init", "-q", "--bare", "-b", "main", bare)
     run_git("init", "-q", "-b", "main", work)
     config = {
         "machineconfigpools/edge.yaml": POOL,
-        "machineconfigs/05-edge-kernelargs.yaml": CONFIG,
+        "machineconfigs/05-edge-kernelargs.yaml": KARGS.format(audit=1),
     }
     source = _commit(work, config, "pool edge")
-    pin = pin_of_commit("edge", f"{REPO}@{DIGEST}", config, source)
+    pin = pin_of_commit("edge", f"{REPO}@{A}", config, source)
     _commit(work, {"pins/edge.yaml": pin}, "pin edge")
     run_git("push", "-q", str(bare), "HEAD:refs/heads/main", cwd=work)
     agent = [
@@ -124,7 +93,7 @@ def agent_setup(tmp: Path) -> tuple[list[str], list[str], list[str]]:
     ]  # fmt: skip
     run(agent)  # the first step: done, state saved
     out = subprocess.run(agent, capture_output=True, text=True, check=True).stdout
-    assert out.startswith(f"edge: done: booted {DIGEST}"), out
+    assert out.startswith(f"edge: done: booted {A}"), out
     # that step changed nothing and recorded its facts: the next ones are idle steps
     assert (tmp / "state" / "idle.json").is_file()
     lsremote = ["git", "ls-remote", bare.as_uri(), "refs/heads/main"]

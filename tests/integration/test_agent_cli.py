@@ -11,44 +11,14 @@ import pytest
 
 from reconciler.cli.agent import agent_command
 from tests.fixtures.bootc import FakeHost, pin_text
+from tests.fixtures.edgepool import POOL, REPO, A, B, booted_on_a
 from tests.fixtures.gitservers import GitServer
 from tests.fixtures.kubeapi import FakeKube, node
-
-REPO = "127.0.0.1:5000/pools/edge"
-A = "sha256:" + "a" * 64
-B = "sha256:" + "b" * 64
-
-POOL = """\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: edge
-spec:
-  machineConfigSelector:
-    matchLabels:
-      machineconfiguration.openshift.io/role: edge
-  nodeSelector:
-    matchLabels:
-      node-role.kubernetes.io/edge: ""
-  maxUnavailable: 1
----
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineOSConfig
-metadata:
-  name: edge
-spec:
-  machineConfigPool:
-    name: edge
-  renderedImagePushSpec: 127.0.0.1:5000/pools/edge:latest
-"""
 
 
 @pytest.fixture
 def host(bootc_host: FakeHost) -> FakeHost:
-    for digest in (A, B):
-        bootc_host.add_image(REPO, digest)
-    bootc_host.install(f"{REPO}@{A}")
-    return bootc_host
+    return booted_on_a(bootc_host)
 
 
 def agent(

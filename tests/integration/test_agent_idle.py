@@ -13,58 +13,19 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.bootc import FakeHost, pin_of_commit, pin_text
+from tests.fixtures.edgepool import KARGS, POOL, REPO, A, B, booted_on_a
 from tests.fixtures.gitservers import GitServer
 from tests.fixtures.kubeapi import FakeKube, node
 
 pytestmark = pytest.mark.git
 
-REPO = "127.0.0.1:5000/pools/edge"
-A = "sha256:" + "a" * 64
-B = "sha256:" + "b" * 64
 IDLE = "the same facts as the last step"
 """What `--debug` logs when a step ends from the idle record."""
-
-POOL = """\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfigPool
-metadata:
-  name: edge
-spec:
-  machineConfigSelector:
-    matchLabels:
-      machineconfiguration.openshift.io/role: edge
-  nodeSelector:
-    matchLabels:
-      node-role.kubernetes.io/edge: ""
----
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineOSConfig
-metadata:
-  name: edge
-spec:
-  machineConfigPool:
-    name: edge
-  renderedImagePushSpec: 127.0.0.1:5000/pools/edge:latest
-"""
-KARGS = """\
-apiVersion: machineconfiguration.openshift.io/v1
-kind: MachineConfig
-metadata:
-  name: 05-edge-kernelargs
-  labels:
-    machineconfiguration.openshift.io/role: edge
-spec:
-  kernelArguments:
-    - audit={audit}
-"""
 
 
 @pytest.fixture
 def host(bootc_host: FakeHost) -> FakeHost:
-    for digest in (A, B):
-        bootc_host.add_image(REPO, digest)
-    bootc_host.install(f"{REPO}@{A}")
-    return bootc_host
+    return booted_on_a(bootc_host)
 
 
 def publish(server: GitServer, digest: str, audit: int = 1) -> str:
